@@ -1,0 +1,275 @@
+//! Each department's adapter against a seeded database, on SQLite and on PostgreSQL: candidate
+//! look-ups find exactly the records the ground truth says belong to the person, and facts come back
+//! for every category the record supports.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedx_adapters::ident::normalize_name;
+use fedx_adapters::{
+    open_source, Department, FactCategory, IdQuality, LookupKey, NoiseConfig, RecordKey, Source,
+    SourceError, SourceLocationSet, TruthRecord,
+};
+use time::Date;
+
+const WORKERS: u64 = 300;
+
+fn birth(t: &TruthRecord) -> Date {
+    Date::parse(&t.birth_date, time::macros::format_description!("[year]-[month]-[day]")).unwrap()
+}
+
+/// The fact categories a record's table supports.
+fn categories(dept: Department, key: &RecordKey) -> Vec<FactCategory> {
+    let table = key.parts().unwrap().0;
+    match (dept, table) {
+        (Department::PublicSecurity, _) => vec![FactCategory::Identity, FactCategory::ResidencePermit],
+        (Department::Tax, _) => vec![FactCategory::Employment],
+        (Department::SocialInsurance, _) => {
+            vec![FactCategory::Employment, FactCategory::Contributions]
+        }
+        (Department::Education, _) => vec![FactCategory::Enrolment],
+        (Department::IndustryCommerce, "enterprise") => vec![FactCategory::Enterprise],
+        (Department::IndustryCommerce, _) => vec![FactCategory::IndividualBusiness],
+    }
+}
+
+async fn keys_for(src: &Arc<dyn Source>, key: LookupKey) -> BTreeSet<String> {
+    src.lookup(&key)
+        .await
+        .expect("lookup")
+        .into_iter()
+        .map(|c| c.record_key.0)
+        .collect()
+}
+
+/// With no noise, every record the truth assigns to a person is found by ID (where the department
+/// records one), by name + birth date (where it records a name) or by phone, and its facts load.
+async fn check_dept(set: SourceLocationSet, dept: Department) {
+    let dir = tempfile::tempdir().unwrap();
+    let truth = common::seed_world(&set, dir.path(), WORKERS, NoiseConfig::none()).await;
+    let src = open_source(dept, &set.for_dept(dept), Duration::from_secs(5))
+        .await
+        .expect("open");
+    assert_eq!(src.department(), dept);
+    src.health().await.expect("health");
+
+    let mut checked = 0;
+    for t in &truth {
+        let Some(expected) = t.records.get(dept.code()) else { continue };
+        let by_id = keys_for(&src, LookupKey::CitizenId(t.citizen_id.clone())).await;
+        let by_name = keys_for(
+            &src,
+            LookupKey::NameBirth { name_norm: normalize_name(&t.name), birth_date: birth(t) },
+        )
+        .await;
+        let by_phone = keys_for(&src, LookupKey::Phone(t.phone.clone())).await;
+        for k in expected {
+            assert!(
+                by_id.contains(k) || by_name.contains(k) || by_phone.contains(k),
+                "{dept}: {k} of {} not found by any key",
+                t.person
+            );
+            let rk = RecordKey(k.clone());
+            for cat in categories(dept, &rk) {
+                let facts = src.fetch_facts(&rk, cat).await.expect("facts");
+                assert_eq!(facts.dept, dept);
+                assert_eq!(facts.category, cat);
+                assert!(facts.as_of.year() >= 2026, "as_of recorded");
+                if matches!(
+                    cat,
+                    FactCategory::Identity
+                        | FactCategory::Enrolment
+                        | FactCategory::Enterprise
+                        | FactCategory::IndividualBusiness
+                        | FactCategory::Employment
+                        | FactCategory::Contributions
+                ) {
+                    assert!(!facts.items.is_empty(), "{dept} {k} {cat:?} empty");
+                }
+            }
+        }
+        // IDs are recorded cleanly without noise: public security, tax and social insurance find
+        // the person's records by ID alone, and no one else's.
+        if matches!(dept, Department::PublicSecurity | Department::Tax | Department::SocialInsurance) {
+            let expected: BTreeSet<String> = expected.iter().cloned().collect();
+            assert_eq!(by_id, expected, "{dept}: ID look-up of {}", t.person);
+        }
+        checked += 1;
+    }
+    assert!(checked > 0, "{dept}: no records to check");
+
+    // Identity facts reproduce the registered identity.
+    if dept == Department::PublicSecurity {
+        let t = &truth[0];
+        let rk = RecordKey(t.records["public_security"][0].clone());
+        let f = src.fetch_facts(&rk, FactCategory::Identity).await.unwrap();
+        match &f.items[0] {
+            fedx_adapters::Fact::Identity(i) => {
+                assert_eq!(i.citizen_id, t.citizen_id);
+                assert_eq!(i.name, t.name);
+                assert_eq!(i.birth_date, Some(birth(t)));
+            }
+            other => panic!("unexpected fact {other:?}"),
+        }
+        let n = src.name_frequency(&normalize_name(&t.name)).await.unwrap();
+        assert!(n >= 1);
+    }
+
+    // Errors: unknown records, unsupported categories, and keys the source does not serve.
+    let missing = RecordKey("person/none".into());
+    let cat = src.categories()[0];
+    assert!(matches!(
+        src.fetch_facts(&missing, cat).await,
+        Err(SourceError::NoSuchRecord { .. })
+    ));
+    let unsupported = FactCategory::ALL
+        .into_iter()
+        .find(|c| !src.categories().contains(c))
+        .unwrap();
+    assert!(matches!(
+        src.fetch_facts(&missing, unsupported).await,
+        Err(SourceError::UnsupportedCategory { .. })
+    ));
+    if dept != Department::IndustryCommerce {
+        assert!(matches!(
+            src.lookup(&LookupKey::Usci("91350100M000100Y43".into())).await,
+            Err(SourceError::UnsupportedKey { .. })
+        ));
+    }
+}
+
+async fn sqlite(dept: Department) {
+    let dir = tempfile::tempdir().unwrap();
+    check_dept(SourceLocationSet::SqliteDir(dir.path().to_owned()), dept).await;
+}
+
+async fn postgres(dept: Department) {
+    common::with_pg(|set| check_dept(set, dept)).await;
+}
+
+macro_rules! dept_tests {
+    ($($name:ident => $dept:expr),* $(,)?) => {
+        mod sqlite {
+            use super::*;
+            $(#[tokio::test] async fn $name() { sqlite($dept).await })*
+        }
+        mod postgres {
+            use super::*;
+            $(#[tokio::test] async fn $name() { postgres($dept).await })*
+        }
+    };
+}
+
+dept_tests! {
+    public_security => Department::PublicSecurity,
+    tax => Department::Tax,
+    social_insurance => Department::SocialInsurance,
+    education => Department::Education,
+    industry_commerce => Department::IndustryCommerce,
+}
+
+/// Enterprises are found by USCI and carry their abnormal-operation entries.
+async fn check_enterprises(set: SourceLocationSet) {
+    let dir = tempfile::tempdir().unwrap();
+    common::seed_world(&set, dir.path(), 600, NoiseConfig::none()).await;
+    let loc = set.for_dept(Department::IndustryCommerce);
+    let src = open_source(Department::IndustryCommerce, &loc, Duration::from_secs(5))
+        .await
+        .unwrap();
+    // Find every enterprise through the abnormal list and check each one's facts.
+    let pool = match &loc {
+        fedx_adapters::SourceLocation::Sqlite { path } => {
+            sqlx::any::install_default_drivers();
+            sqlx::AnyPool::connect(&format!("sqlite://{}", path.display())).await.unwrap()
+        }
+        fedx_adapters::SourceLocation::Postgres { url, schema } => {
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(url).await.unwrap();
+            sqlx::query(&format!("SET search_path TO {schema}")).execute(&pool).await.unwrap();
+            // search_path is per connection; use a one-connection pool.
+            pool.close().await;
+            sqlx::any::AnyPoolOptions::new()
+                .max_connections(1)
+                .after_connect({
+                    let schema = schema.clone();
+                    move |c, _| {
+                        let schema = schema.clone();
+                        Box::pin(async move {
+                            sqlx::Executor::execute(c, format!("SET search_path TO {schema}").as_str()).await?;
+                            Ok(())
+                        })
+                    }
+                })
+                .connect(url)
+                .await
+                .unwrap()
+        }
+    };
+    let listed: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT usci FROM abnormal_list")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(!listed.is_empty(), "some enterprises are on the abnormal list");
+    for (usci,) in listed {
+        let cands = src.lookup(&LookupKey::Usci(usci.clone())).await.unwrap();
+        assert_eq!(cands.len(), 1);
+        let f = src.fetch_facts(&cands[0].record_key, cands[0].record_key.parts().map(|p| if p.0 == "enterprise" { FactCategory::Enterprise } else { FactCategory::IndividualBusiness }).unwrap()).await.unwrap();
+        if let fedx_adapters::Fact::Enterprise(e) = &f.items[0] {
+            assert_eq!(e.usci, usci);
+            assert!(!e.abnormal.is_empty());
+            assert!(["存续", "吊销", "注销"].contains(&e.status.as_str()));
+        }
+    }
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_enterprise_lookup_by_usci() {
+    let dir = tempfile::tempdir().unwrap();
+    check_enterprises(SourceLocationSet::SqliteDir(dir.path().to_owned())).await;
+}
+
+#[tokio::test]
+async fn postgres_enterprise_lookup_by_usci() {
+    common::with_pg(check_enterprises).await;
+}
+
+/// Legacy 15-digit social-security numbers are found by the person's 18-character ID.
+async fn check_legacy(set: SourceLocationSet) {
+    let dir = tempfile::tempdir().unwrap();
+    let noise = NoiseConfig { si_legacy_15: 1.0, ..NoiseConfig::none() };
+    let truth = common::seed_world(&set, dir.path(), WORKERS, noise).await;
+    let src = open_source(
+        Department::SocialInsurance,
+        &set.for_dept(Department::SocialInsurance),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let mut upgraded = 0;
+    for t in truth.iter().filter(|t| t.records.contains_key("social_insurance")) {
+        let c = src.lookup(&LookupKey::CitizenId(t.citizen_id.clone())).await.unwrap();
+        assert_eq!(c.len(), 1, "{}", t.person);
+        if birth(t).year() < 1984 {
+            assert_eq!(c[0].id_quality, Some(IdQuality::Upgraded));
+            upgraded += 1;
+        } else {
+            assert_eq!(c[0].id_quality, Some(IdQuality::Valid));
+        }
+    }
+    assert!(upgraded > 0);
+}
+
+#[tokio::test]
+async fn sqlite_legacy_15_digit_ids_are_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    check_legacy(SourceLocationSet::SqliteDir(dir.path().to_owned())).await;
+}
+
+#[tokio::test]
+async fn postgres_legacy_15_digit_ids_are_upgraded() {
+    common::with_pg(check_legacy).await;
+}

@@ -1,0 +1,154 @@
+//! The `fedx` command line: running the gateway and the administrators' and auditors' tools.
+
+mod certs;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(name = "fedx", version, about = "Federated data-exchange gateway between government departments")]
+pub struct Cli {
+    /// Configuration file (TOML); see deploy/fedx.example.toml.
+    #[arg(long, global = true, env = "FEDX_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for the embedded store and department sources [default: data].
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Gateway store URL (sqlite://… or postgres://…) [default: sqlite file in the data directory].
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// PKI directory (CA, CRL, server certificate, issued certificates) [default: certs/dev].
+    #[arg(long, global = true)]
+    pki_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Listen address, e.g. 0.0.0.0:7443.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Run the gateway on embedded defaults with a development PKI and demo certificates, creating
+    /// whatever is missing on first run.
+    Demo {
+        /// Listen address.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Manage department certificates.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage the gateway store.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Load and validate the configuration (file, FEDX_* variables, flags) and print the result.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Apply pending migrations to the gateway store.
+    Migrate,
+}
+
+/// Entry point of the binary: parses arguments, runs, and turns errors into a message and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FEDX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var("FEDX_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let overrides = |listen: Option<SocketAddr>| Overrides {
+        listen_addr: listen,
+        database_url: cli.database_url.clone(),
+        data_dir: cli.data_dir.clone(),
+        pki_dir: cli.pki_dir.clone(),
+    };
+    let load = |listen| Config::load(cli.config.as_deref(), &overrides(listen));
+    match cli.command {
+        Command::Serve { listen } => serve::serve(load(listen)?).await,
+        Command::Demo { listen } => serve::demo(load(listen)?).await,
+        Command::Certs(command) => certs::run(command, load(None)?).await,
+        Command::Config(ConfigCommand::Check) => {
+            let config = load(None)?;
+            println!("configuration is valid\n");
+            print!("{}", toml::to_string_pretty(&config)?);
+            Ok(())
+        }
+        Command::Db(DbCommand::Migrate) => {
+            let config = load(None)?;
+            crate::store::Store::open(&config.database_url()).await?;
+            println!("gateway store migrated: {}", redact_url(&config.database_url()));
+            Ok(())
+        }
+    }
+}
+
+/// Database URLs may carry a password; never print it.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://fedx:s3cret@db:5432/fedx"), "postgres://***@db:5432/fedx");
+        assert_eq!(redact_url("sqlite://data/fedx.db"), "sqlite://data/fedx.db");
+    }
+}

@@ -1,0 +1,93 @@
+//! `fedx serve` and `fedx demo`.
+
+use crate::authn::Role;
+use crate::config::Config;
+use crate::pki::{self, CertRequest, PkiPaths, Validity};
+use crate::server;
+use crate::store::Store;
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let gateway = server::start(config).await?;
+    let stop = gateway.shutdown_signal();
+    tokio::spawn(async move {
+        shutdown_requested().await;
+        tracing::info!("shutdown requested: draining in-flight calls");
+        let _ = stop.send(true);
+    });
+    gateway.wait().await?;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM (the latter is what Kubernetes sends).
+async fn shutdown_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Creates what is missing for a local trial — development PKI, one consumer certificate per source
+/// department, an auditor and an admin certificate — prints how to call the gateway, and serves.
+pub async fn demo(config: Config) -> anyhow::Result<()> {
+    let paths = PkiPaths::new(&config.pki.dir);
+    if !paths.ca_cert().exists() {
+        pki::init(&paths, &config)?;
+        println!("created a development PKI in {}", paths.dir.display());
+    }
+    let store = Store::open(&config.database_url()).await?;
+    let registry = config.department_registry()?;
+    let existing = store.certificates().await?;
+    let wanted = [
+        ("social_insurance", Role::Consumer),
+        ("public_security", Role::Consumer),
+        ("education", Role::Consumer),
+        ("tax", Role::Consumer),
+        ("industry_commerce", Role::Consumer),
+        ("discipline_inspection", Role::Auditor),
+        ("gateway_ops", Role::Admin),
+    ];
+    let mut example = None;
+    for (dept, role) in wanted {
+        let have =
+            existing.iter().find(|r| r.dept == dept && r.role == role.as_str() && r.revoked_at.is_none());
+        let (cert, key) = match have {
+            Some(record) => paths.issued_pair(dept, role, &record.serial),
+            None => {
+                let validity = Validity::days_from_now(config.pki.client_cert_days);
+                let request = CertRequest { dept, role, validity, renewed_from: None };
+                let issued = pki::issue(&store, &paths, &config, &registry, request).await?;
+                (issued.cert_path, issued.key_path)
+            }
+        };
+        example.get_or_insert((cert, key));
+    }
+    store.close().await;
+
+    if let Some((cert, key)) = example {
+        println!("\nfedx demo: gateway on {} (mTLS). Try it with grpcurl:\n", config.listen_addr);
+        println!(
+            "  grpcurl -cacert {ca} -cert {cert} -key {key} {addr} fedx.v1.GatewayService/WhoAmI\n",
+            ca = paths.ca_cert().display(),
+            cert = cert.display(),
+            key = key.display(),
+            addr = config.listen_addr,
+        );
+        println!("Certificates for the other demo departments are in {}.", paths.issued_dir().display());
+    }
+    serve(config).await
+}

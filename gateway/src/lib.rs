@@ -1,0 +1,11 @@
+//! The fedx gateway library: everything the `fedx` binary runs, importable by the end-to-end tests.
+#![forbid(unsafe_code)]
+
+pub mod authn;
+pub mod cli;
+pub mod config;
+pub mod pki;
+pub mod rpc;
+pub mod server;
+pub mod store;
+pub mod tls;

@@ -1,0 +1,5 @@
+//! `fedx`: run the gateway and administer it.
+
+fn main() -> std::process::ExitCode {
+    fedx_gateway::cli::main()
+}

@@ -1,0 +1,138 @@
+//! The one mapping from gateway failures to gRPC statuses with standard `google.rpc` details.
+//!
+//! Messages name departments, roles, methods and certificate serials — never personal data.
+
+use std::collections::HashMap;
+
+use fedx_proto::v1::ErrorReason;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// `google.rpc.ErrorInfo.domain` of every fedx error, as documented with `fedx.v1.ErrorReason`.
+pub const ERROR_DOMAIN: &str = "fedx.v1";
+
+/// Errors raised at the RPC edge before or around the domain call.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no client certificate identity on this connection")]
+    NoIdentity,
+    #[error("client certificate {serial} has been revoked")]
+    CertificateRevoked { serial: String },
+    #[error("client certificate {serial} has expired")]
+    CertificateExpired { serial: String },
+    #[error("{method} requires role {required}; the caller's certificate ({dept}) has role {actual}")]
+    RoleNotAllowed { method: String, required: String, dept: String, actual: String },
+    #[error("unknown method {0}")]
+    UnknownMethod(String),
+    #[error("{method}: {note}")]
+    NotImplemented { method: String, note: &'static str },
+    #[error("invalid request")]
+    InvalidArgument(Vec<(String, String)>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the gateway store is unavailable")]
+    StoreUnavailable,
+}
+
+impl ApiError {
+    fn reason(&self) -> ErrorReason {
+        match self {
+            ApiError::NoIdentity => ErrorReason::ClientIdentityMissing,
+            ApiError::CertificateRevoked { .. } => ErrorReason::CertificateRevoked,
+            ApiError::CertificateExpired { .. } => ErrorReason::CertificateExpired,
+            ApiError::RoleNotAllowed { .. } => ErrorReason::RoleNotPermitted,
+            ApiError::UnknownMethod(_) => ErrorReason::MethodUnknown,
+            ApiError::NotImplemented { .. } => ErrorReason::MethodNotImplemented,
+            ApiError::InvalidArgument(_) => ErrorReason::InvalidRequest,
+            ApiError::NotFound(_) => ErrorReason::ResourceNotFound,
+            ApiError::StoreUnavailable => ErrorReason::StoreUnavailable,
+        }
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            ApiError::NoIdentity
+            | ApiError::CertificateRevoked { .. }
+            | ApiError::CertificateExpired { .. } => Code::Unauthenticated,
+            ApiError::RoleNotAllowed { .. } => Code::PermissionDenied,
+            ApiError::UnknownMethod(_) | ApiError::NotImplemented { .. } => Code::Unimplemented,
+            ApiError::InvalidArgument(_) => Code::InvalidArgument,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::StoreUnavailable => Code::Unavailable,
+        }
+    }
+
+    fn metadata(&self) -> HashMap<String, String> {
+        match self {
+            ApiError::RoleNotAllowed { method, required, actual, .. } => HashMap::from([
+                ("method".to_owned(), method.clone()),
+                ("required_roles".to_owned(), required.clone()),
+                ("caller_role".to_owned(), actual.clone()),
+            ]),
+            ApiError::CertificateRevoked { serial } | ApiError::CertificateExpired { serial } => {
+                HashMap::from([("serial".to_owned(), serial.clone())])
+            }
+            _ => HashMap::new(),
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Status {
+        let mut details =
+            ErrorDetails::with_error_info(error.reason().as_str_name(), ERROR_DOMAIN, error.metadata());
+        if let ApiError::StoreUnavailable = error {
+            details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+        }
+        if let ApiError::InvalidArgument(violations) = &error {
+            for (field, description) in violations {
+                details.add_bad_request_violation(field.clone(), description.clone());
+            }
+        }
+        let message = match &error {
+            ApiError::InvalidArgument(violations) => {
+                let fields: Vec<_> = violations.iter().map(|(f, d)| format!("{f}: {d}")).collect();
+                format!("invalid request: {}", fields.join("; "))
+            }
+            other => other.to_string(),
+        };
+        Status::with_error_details(error.code(), message, details)
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        tracing::error!(error = %error, "store failure");
+        ApiError::StoreUnavailable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_denial_is_permission_denied_with_error_info() {
+        let status: Status = ApiError::RoleNotAllowed {
+            method: "/fedx.v1.AdminService/ListCertificates".into(),
+            required: "admin".into(),
+            dept: "tax".into(),
+            actual: "consumer".into(),
+        }
+        .into();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert!(status.message().contains("requires role admin"), "{}", status.message());
+        let info = status.get_details_error_info().expect("ErrorInfo attached");
+        assert_eq!(info.reason, "ROLE_NOT_PERMITTED");
+        assert_eq!(info.domain, "fedx.v1");
+        assert_eq!(info.metadata.get("required_roles").map(String::as_str), Some("admin"));
+    }
+
+    #[test]
+    fn invalid_argument_carries_field_violations() {
+        let status: Status = ApiError::InvalidArgument(vec![("serial".into(), "must be hex".into())]).into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let bad = status.get_details_bad_request().expect("BadRequest attached");
+        assert_eq!(bad.field_violations[0].field, "serial");
+    }
+}

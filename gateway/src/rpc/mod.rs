@@ -1,0 +1,82 @@
+//! The gRPC edge: the router, the authorisation layer, and the service implementations. Decodes and
+//! validates requests, calls the domain, and maps errors to `tonic::Status` in one place ([`error`]).
+
+pub mod admin;
+pub mod authz;
+pub mod convert;
+pub mod error;
+pub mod gateway;
+pub mod methods;
+
+use fedx_proto::v1 as pb;
+use tonic::service::Routes;
+use tonic::transport::server::Router;
+use tonic::transport::Server;
+use tower::layer::util::{Identity, Stack};
+
+use crate::server::GatewayState;
+use authz::AuthLayer;
+
+/// Services of the contract that later releases fill in. The generated default stubs answer
+/// UNIMPLEMENTED; in practice [`AuthLayer`] answers first, with the method table's explanation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Planned;
+
+impl pb::identity_service_server::IdentityService for Planned {}
+impl pb::worker_view_service_server::WorkerViewService for Planned {}
+impl pb::verification_service_server::VerificationService for Planned {}
+impl pb::consent_service_server::ConsentService for Planned {}
+impl pb::audit_service_server::AuditService for Planned {}
+impl pb::access_history_service_server::AccessHistoryService for Planned {}
+
+/// Largest request the gateway decodes; larger ones fail with RESOURCE_EXHAUSTED before parsing.
+pub const MAX_DECODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
+pub type GatewayRouter = Router<Stack<AuthLayer, Identity>>;
+
+/// All services behind the authorisation layer, with gRPC health and reflection (v1 and v1alpha, so
+/// grpcurl works against any version).
+pub async fn router(state: GatewayState) -> GatewayRouter {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<pb::gateway_service_server::GatewayServiceServer<gateway::GatewaySvc>>()
+        .await;
+    health_reporter.set_serving::<pb::admin_service_server::AdminServiceServer<admin::AdminSvc>>().await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("embedded descriptor sets are valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("embedded descriptor sets are valid");
+
+    let mut routes = Routes::default();
+    routes = routes
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            pb::gateway_service_server::GatewayServiceServer::new(gateway::GatewaySvc)
+                .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        )
+        .add_service(
+            pb::admin_service_server::AdminServiceServer::new(admin::AdminSvc::new(state.clone()))
+                .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        )
+        .add_service(pb::identity_service_server::IdentityServiceServer::new(Planned))
+        .add_service(pb::worker_view_service_server::WorkerViewServiceServer::new(Planned))
+        .add_service(pb::verification_service_server::VerificationServiceServer::new(Planned))
+        .add_service(pb::consent_service_server::ConsentServiceServer::new(Planned))
+        .add_service(pb::audit_service_server::AuditServiceServer::new(Planned))
+        .add_service(pb::access_history_service_server::AccessHistoryServiceServer::new(Planned));
+
+    Server::builder()
+        .max_concurrent_streams(Some(256))
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .layer(AuthLayer::new(state.revocation.clone()))
+        .add_routes(routes)
+}

@@ -1,0 +1,119 @@
+//! Assembling and running the gateway: store, PKI, revocation watcher, TLS accept loop and gRPC router.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, ConfigError};
+use crate::pki::PkiPaths;
+use crate::rpc;
+use crate::store::{Store, StoreError};
+use crate::tls::accept::{tls_incoming, AcceptSettings};
+use crate::tls::revocation::{RevocationState, RevocationWatcher};
+use crate::tls::verifier::ClientVerifier;
+use crate::tls::{self, TlsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("gateway store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0} (run `fedx certs init` to create a development PKI)")]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// State shared by the service implementations.
+#[derive(Clone)]
+pub struct GatewayState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub revocation: Arc<RevocationState>,
+}
+
+/// A running gateway. Dropping it does not stop the server; call [`RunningGateway::shutdown`].
+pub struct RunningGateway {
+    pub local_addr: SocketAddr,
+    pub state: GatewayState,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl RunningGateway {
+    /// Stops accepting, lets in-flight calls finish, then closes the store.
+    pub async fn shutdown(self) -> Result<(), tonic::transport::Error> {
+        let _ = self.shutdown.send(true);
+        let result = self.server.await.unwrap_or(Ok(()));
+        self.state.store.close().await;
+        result
+    }
+
+    /// Runs until the server stops on its own (it only does on a fatal transport error).
+    pub async fn wait(self) -> Result<(), tonic::transport::Error> {
+        self.server.await.unwrap_or(Ok(()))
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Starts the gateway and returns once it is listening. Port 0 picks a free port (tests).
+pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
+    config.validate()?;
+    let registry = config.department_registry()?;
+    let store = Store::open(&config.database_url()).await?;
+    let paths = PkiPaths::new(&config.pki.dir);
+
+    let roots = tls::load_roots(&paths.ca_cert())?;
+    let revocation = Arc::new(RevocationState::default());
+    let verifier = Arc::new(
+        ClientVerifier::new(
+            roots,
+            tls::crypto_provider(),
+            revocation.clone(),
+            config.trust_domain.clone(),
+            registry.clone(),
+        )
+        .map_err(|e| TlsError::Config(e.to_string()))?,
+    );
+    // Know every revocation before the first handshake.
+    let mut watcher =
+        RevocationWatcher::new(store.clone(), paths.crl(), revocation.clone(), verifier.clone());
+    watcher.refresh().await?;
+
+    let server_config = tls::server_config(&paths.server_cert(), &paths.server_key(), verifier)?;
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
+    let local_addr =
+        listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    tokio::spawn(watcher.run(config.tls.revocation_poll_interval, shutdown_rx.clone()));
+
+    let incoming = tls_incoming(
+        listener,
+        TlsAcceptor::from(Arc::new(server_config)),
+        AcceptSettings {
+            max_concurrent_handshakes: config.tls.max_concurrent_handshakes,
+            handshake_timeout: config.tls.handshake_timeout,
+            trust_domain: config.trust_domain.clone(),
+            registry,
+        },
+    );
+    let state = GatewayState { config: Arc::new(config), store, revocation };
+    let router = rpc::router(state.clone()).await;
+    let mut stop = shutdown_rx;
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    }));
+    tracing::info!(%local_addr, "fedx gateway listening (mTLS)");
+    Ok(RunningGateway { local_addr, state, shutdown, server })
+}

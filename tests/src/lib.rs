@@ -1,0 +1,254 @@
+//! Shared harness for fedx end-to-end tests: a real gateway on a free port, a throw-away PKI generated at
+//! test time, department clients over real mTLS, and the store on SQLite or PostgreSQL.
+//!
+//! PostgreSQL tests create a fresh database per test on the server named by `FEDX_TEST_PG_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/postgres`) and drop it afterwards. When the server is
+//! unreachable they fail if `FEDX_REQUIRE_PG=1` (as in CI) and are skipped with a message otherwise.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use fedx_gateway::authn::Role;
+use fedx_gateway::config::Config;
+use fedx_gateway::pki::{self, CertRequest, CertificateAuthority, IssuedCert, PkiPaths, Validity};
+use fedx_gateway::server::{self, RunningGateway};
+use fedx_gateway::store::Store;
+use sqlx::Connection;
+use tempfile::TempDir;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+pub use fedx_proto::v1 as pb;
+
+/// Which gateway store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Instantiates each listed async test once per backend:
+/// `backend_suite!(my_test, other_test);` → `sqlite::my_test`, `postgres::my_test`, …
+/// Each test is an `async fn(Backend) -> anyhow::Result<()>` in scope.
+#[macro_export]
+macro_rules! backend_suite {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() -> anyhow::Result<()> {
+                    super::$test($crate::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() -> anyhow::Result<()> {
+                    if !$crate::postgres_available().await? {
+                        return Ok(());
+                    }
+                    super::$test($crate::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("FEDX_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Whether PostgreSQL tests can run; an error when they must (`FEDX_REQUIRE_PG=1`) but cannot.
+pub async fn postgres_available() -> anyhow::Result<bool> {
+    match sqlx::PgConnection::connect(&pg_admin_url()).await {
+        Ok(conn) => {
+            conn.close().await?;
+            Ok(true)
+        }
+        Err(e) if std::env::var("FEDX_REQUIRE_PG").is_ok_and(|v| v == "1") => {
+            Err(anyhow::anyhow!("PostgreSQL required (FEDX_REQUIRE_PG=1) but unreachable: {e}"))
+        }
+        Err(e) => {
+            eprintln!("skipping PostgreSQL test: server unreachable ({e})");
+            Ok(false)
+        }
+    }
+}
+
+/// A database for one test: a SQLite file in the test's directory, or a fresh PostgreSQL database.
+pub struct TestDatabase {
+    pub url: String,
+    pg_name: Option<String>,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend, dir: &std::path::Path) -> anyhow::Result<TestDatabase> {
+        match backend {
+            Backend::Sqlite => Ok(TestDatabase {
+                url: format!("sqlite://{}?mode=rwc", dir.join("fedx.db").display()),
+                pg_name: None,
+            }),
+            Backend::Postgres => {
+                let name = format!("fedx_t_{}", hex_suffix());
+                let mut admin = sqlx::PgConnection::connect(&pg_admin_url()).await?;
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
+                admin.close().await?;
+                let base = pg_admin_url();
+                let server = base.rsplit_once('/').map(|(server, _)| server).unwrap_or(&base);
+                Ok(TestDatabase { url: format!("{server}/{name}"), pg_name: Some(name) })
+            }
+        }
+    }
+
+    pub async fn drop_database(&self) -> anyhow::Result<()> {
+        if let Some(name) = &self.pg_name {
+            let mut admin = sqlx::PgConnection::connect(&pg_admin_url()).await?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await?;
+            admin.close().await?;
+        }
+        Ok(())
+    }
+}
+
+fn hex_suffix() -> String {
+    let bytes: [u8; 6] = rand_bytes();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn rand_bytes<const N: usize>() -> [u8; N] {
+    // Process id + time + a counter are unique enough for test database names.
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = (std::process::id() as u64) << 32
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+            as u64
+        ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut out = [0u8; N];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = (seed.rotate_left((i * 8) as u32) & 0xff) as u8;
+    }
+    out
+}
+
+/// A client certificate and key, as a department would hold them.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    pub serial: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl From<&IssuedCert> for ClientIdentity {
+    fn from(cert: &IssuedCert) -> Self {
+        ClientIdentity {
+            serial: cert.serial.clone(),
+            cert_pem: cert.cert_pem.clone(),
+            key_pem: cert.key_pem.clone(),
+        }
+    }
+}
+
+/// A gateway running on a free loopback port with its own PKI and store.
+pub struct TestGateway {
+    pub dir: TempDir,
+    pub config: Config,
+    pub paths: PkiPaths,
+    pub store: Store,
+    pub database: TestDatabase,
+    pub gateway: Option<RunningGateway>,
+}
+
+impl TestGateway {
+    /// Revocations are polled every 200 ms and handshakes time out after 1 s in tests, so that both are
+    /// checked tightly without slowing the suite.
+    pub async fn start(backend: Backend) -> anyhow::Result<TestGateway> {
+        let dir = tempfile::tempdir()?;
+        let database = TestDatabase::create(backend, dir.path()).await?;
+        let mut config = Config {
+            listen_addr: "127.0.0.1:0".parse()?,
+            data_dir: dir.path().join("data"),
+            database_url: Some(database.url.clone()),
+            ..Config::default()
+        };
+        config.pki.dir = dir.path().join("pki");
+        config.tls.revocation_poll_interval = Duration::from_millis(200);
+        config.tls.handshake_timeout = Duration::from_secs(1);
+        let paths = PkiPaths::new(&config.pki.dir);
+        pki::init(&paths, &config)?;
+        let store = Store::open(&database.url).await?;
+        let gateway = server::start(config.clone()).await.context("gateway start")?;
+        Ok(TestGateway { dir, config, paths, store, database, gateway: Some(gateway) })
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.gateway.as_ref().expect("gateway running").local_addr
+    }
+
+    /// Issues a certificate through the same code path as `fedx certs issue`.
+    pub async fn issue(&self, dept: &str, role: Role) -> anyhow::Result<ClientIdentity> {
+        self.issue_valid(dept, role, Validity::days_from_now(30)).await
+    }
+
+    pub async fn issue_valid(
+        &self,
+        dept: &str,
+        role: Role,
+        validity: Validity,
+    ) -> anyhow::Result<ClientIdentity> {
+        let registry = self.config.department_registry()?;
+        let issued = pki::issue(
+            &self.store,
+            &self.paths,
+            &self.config,
+            &registry,
+            CertRequest { dept, role, validity, renewed_from: None },
+        )
+        .await?;
+        Ok((&issued.cert).into())
+    }
+
+    /// The fedx CA itself, for crafting certificates the registry would never issue.
+    pub fn ca(&self) -> anyhow::Result<CertificateAuthority> {
+        Ok(pki::load_ca(&self.paths)?)
+    }
+
+    pub fn ca_pem(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(self.paths.ca_cert())?)
+    }
+
+    /// A channel to the gateway presenting `identity` (or no client certificate at all). Connects lazily,
+    /// so TLS failures surface on the first call.
+    pub fn channel(&self, identity: Option<&ClientIdentity>) -> anyhow::Result<Channel> {
+        channel_to(self.addr(), &self.ca_pem()?, identity)
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.shutdown().await?;
+        }
+        self.store.close().await;
+        self.database.drop_database().await
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.paths.dir.clone()
+    }
+}
+
+pub fn channel_to(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    identity: Option<&ClientIdentity>,
+) -> anyhow::Result<Channel> {
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name("localhost");
+    if let Some(id) = identity {
+        tls = tls.identity(Identity::from_pem(&id.cert_pem, &id.key_pem));
+    }
+    let endpoint = Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10));
+    Ok(endpoint.connect_lazy())
+}
