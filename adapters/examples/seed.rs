@@ -10,9 +10,7 @@ use std::path::PathBuf;
 use fedx_adapters::{seed, SeedOptions, SourceLocationSet};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
 }
 
 #[tokio::main]
@@ -21,9 +19,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let workers: u64 = arg(&args, "--workers").unwrap_or("10000".into()).parse()?;
     let seed_value: u64 = arg(&args, "--seed").unwrap_or("42".into()).parse()?;
     let dir = PathBuf::from(arg(&args, "--dir").unwrap_or("/tmp/fedx-src".into()));
-    let truth = PathBuf::from(arg(&args, "--truth").unwrap_or_else(|| {
-        dir.join("truth.jsonl").display().to_string()
-    }));
+    let truth =
+        PathBuf::from(arg(&args, "--truth").unwrap_or_else(|| dir.join("truth.jsonl").display().to_string()));
     let location = match arg(&args, "--pg") {
         Some(url) => SourceLocationSet::postgres(url),
         None => SourceLocationSet::SqliteDir(dir.clone()),

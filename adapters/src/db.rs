@@ -41,18 +41,15 @@ pub const DEFAULT_SCHEMA_PREFIX: &str = "fedx_src_";
 impl SourceLocationSet {
     /// PostgreSQL with the default schema prefix.
     pub fn postgres(url: impl Into<String>) -> Self {
-        SourceLocationSet::Postgres {
-            url: url.into(),
-            schema_prefix: DEFAULT_SCHEMA_PREFIX.to_owned(),
-        }
+        SourceLocationSet::Postgres { url: url.into(), schema_prefix: DEFAULT_SCHEMA_PREFIX.to_owned() }
     }
 
     /// The location of one department.
     pub fn for_dept(&self, dept: Department) -> SourceLocation {
         match self {
-            SourceLocationSet::SqliteDir(dir) => SourceLocation::Sqlite {
-                path: dir.join(format!("{}.db", dept.code())),
-            },
+            SourceLocationSet::SqliteDir(dir) => {
+                SourceLocation::Sqlite { path: dir.join(format!("{}.db", dept.code())) }
+            }
             SourceLocationSet::Postgres { url, schema_prefix } => SourceLocation::Postgres {
                 url: url.clone(),
                 schema: format!("{schema_prefix}{}", dept.code()),
@@ -100,8 +97,7 @@ fn valid_schema_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// Statements run on every new connection.
@@ -206,8 +202,7 @@ pub(crate) async fn open_for_write(
             }
             sqlx::any::install_default_drivers();
             let mut conn = <AnyConnection as sqlx::Connection>::connect(url).await?;
-            conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
-                .await?;
+            conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str()).await?;
             sqlx::Connection::close(conn).await?;
         }
     }
@@ -236,8 +231,7 @@ pub(crate) async fn wipe(loc: &SourceLocation) -> Result<(), DbError> {
             }
             sqlx::any::install_default_drivers();
             let mut conn = <AnyConnection as sqlx::Connection>::connect(url).await?;
-            conn.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
-                .await?;
+            conn.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str()).await?;
             sqlx::Connection::close(conn).await?;
         }
     }
@@ -249,10 +243,8 @@ pub(crate) async fn create_tables(
     conn: &mut AnyConnection,
     tables: &[&TableSpec],
 ) -> Result<(), sqlx::Error> {
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS source_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    )
-    .await?;
+    conn.execute("CREATE TABLE IF NOT EXISTS source_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        .await?;
     for t in tables {
         conn.execute(t.create_sql().as_str()).await?;
     }
@@ -299,9 +291,7 @@ pub(crate) async fn write_meta(
 
 /// Reads the snapshot time; `None` if never recorded.
 pub(crate) async fn read_as_of(pool: &AnyPool) -> Result<Option<OffsetDateTime>, sqlx::Error> {
-    let row = sqlx::query("SELECT value FROM source_meta WHERE key = 'as_of'")
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query("SELECT value FROM source_meta WHERE key = 'as_of'").fetch_optional(pool).await?;
     Ok(row
         .and_then(|r| r.try_get::<String, _>(0).ok())
         .and_then(|s| OffsetDateTime::parse(&s, &Rfc3339).ok()))
@@ -333,9 +323,7 @@ pub(crate) async fn insert_rows(
     while rows.peek().is_some() {
         let chunk: Vec<Vec<Value>> = rows.by_ref().take(per_stmt).collect();
         let sql = if chunk.len() == per_stmt {
-            full_sql
-                .get_or_insert_with(|| values_sql(&head, ncols, per_stmt, positional))
-                .clone()
+            full_sql.get_or_insert_with(|| values_sql(&head, ncols, per_stmt, positional)).clone()
         } else {
             values_sql(&head, ncols, chunk.len(), positional)
         };
@@ -425,28 +413,17 @@ mod tests {
             values_sql("INSERT INTO t (a, b) VALUES ", 2, 2, false),
             "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4)"
         );
-        assert_eq!(
-            values_sql("INSERT INTO t (a) VALUES ", 1, 2, true),
-            "INSERT INTO t (a) VALUES (?),(?)"
-        );
+        assert_eq!(values_sql("INSERT INTO t (a) VALUES ", 1, 2, true), "INSERT INTO t (a) VALUES (?),(?)");
     }
 
     #[test]
     fn locations_per_department() {
         let set = SourceLocationSet::SqliteDir("/x".into());
-        assert_eq!(
-            set.for_dept(Department::Tax),
-            SourceLocation::Sqlite {
-                path: "/x/tax.db".into()
-            }
-        );
+        assert_eq!(set.for_dept(Department::Tax), SourceLocation::Sqlite { path: "/x/tax.db".into() });
         let pg = SourceLocationSet::postgres("postgres://h/db");
         assert_eq!(
             pg.for_dept(Department::Education),
-            SourceLocation::Postgres {
-                url: "postgres://h/db".into(),
-                schema: "fedx_src_education".into()
-            }
+            SourceLocation::Postgres { url: "postgres://h/db".into(), schema: "fedx_src_education".into() }
         );
     }
 }

@@ -88,10 +88,7 @@ impl FromStr for Department {
     type Err = UnknownDepartment;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Department::ALL
-            .into_iter()
-            .find(|d| d.code() == s.trim())
-            .ok_or(UnknownDepartment)
+        Department::ALL.into_iter().find(|d| d.code() == s.trim()).ok_or(UnknownDepartment)
     }
 }
 

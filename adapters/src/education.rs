@@ -44,11 +44,7 @@ pub static STUDENT: TableSpec = TableSpec {
         birth: None,
         sex: None,
     }),
-    indexes: &[IndexSpec {
-        name: "pk",
-        columns: "student_no",
-        unique: true,
-    }],
+    indexes: &[IndexSpec { name: "pk", columns: "student_no", unique: true }],
 };
 
 pub(crate) static SPEC: DeptSpec = DeptSpec {

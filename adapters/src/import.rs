@@ -55,11 +55,7 @@ pub const MAX_REPORTED_BAD_ROWS: usize = 1_000;
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("department {dept} has no table {table:?} (tables: {known})")]
-    UnknownTable {
-        dept: Department,
-        table: String,
-        known: String,
-    },
+    UnknownTable { dept: Department, table: String, known: String },
     #[error("header: {0}")]
     Header(String),
     #[error("{total} bad row(s); first: {}", first_reason(.rows))]
@@ -75,9 +71,7 @@ pub enum ImportError {
 }
 
 fn first_reason(rows: &[BadRow]) -> String {
-    rows.first()
-        .map(|r| format!("line {}: {}", r.line, r.reason))
-        .unwrap_or_default()
+    rows.first().map(|r| format!("line {}: {}", r.line, r.reason)).unwrap_or_default()
 }
 
 impl From<sqlx::Error> for ImportError {
@@ -106,10 +100,7 @@ fn header_map(spec: &TableSpec, header: &csv::StringRecord) -> Result<Vec<Option
         .iter()
         .map(|c| match pos.get(c.name) {
             Some(&i) => Ok(Some(i)),
-            None if c.required => Err(ImportError::Header(format!(
-                "required column {:?} missing",
-                c.name
-            ))),
+            None if c.required => Err(ImportError::Header(format!("required column {:?} missing", c.name))),
             None => Ok(None),
         })
         .collect()
@@ -121,10 +112,7 @@ fn unique_keys(spec: &TableSpec) -> Vec<Vec<usize>> {
         .iter()
         .filter(|i| i.unique)
         .filter_map(|i| {
-            i.columns
-                .split(',')
-                .map(|c| spec.column_index(c.trim()))
-                .collect::<Option<Vec<usize>>>()
+            i.columns.split(',').map(|c| spec.column_index(c.trim())).collect::<Option<Vec<usize>>>()
         })
         .collect()
 }
@@ -149,20 +137,14 @@ pub async fn import_csv(
     mode: ImportMode,
 ) -> Result<ImportReport, ImportError> {
     let specs = tables(dept);
-    let spec = *specs
-        .iter()
-        .find(|t| t.name == table)
-        .ok_or_else(|| ImportError::UnknownTable {
-            dept,
-            table: table.to_owned(),
-            known: specs.iter().map(|t| t.name).collect::<Vec<_>>().join(", "),
-        })?;
+    let spec = *specs.iter().find(|t| t.name == table).ok_or_else(|| ImportError::UnknownTable {
+        dept,
+        table: table.to_owned(),
+        known: specs.iter().map(|t| t.name).collect::<Vec<_>>().join(", "),
+    })?;
 
     // 1. Read and validate everything before touching the database.
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(csv)
-        .map_err(csv_io)?;
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_path(csv).map_err(csv_io)?;
     let header = reader.headers().map_err(csv_io)?.clone();
     let map = header_map(spec, &header)?;
     let keys = unique_keys(spec);
@@ -198,30 +180,18 @@ pub async fn import_csv(
         rows_read += 1;
         let line = record.position().map_or(line_before, |p| p.line());
         let result = if record.len() != header.len() {
-            Err(format!(
-                "expected {} fields, found {}",
-                header.len(),
-                record.len()
-            ))
+            Err(format!("expected {} fields, found {}", header.len(), record.len()))
         } else {
             let raw: Vec<Option<String>> = map
                 .iter()
-                .map(|m| {
-                    m.and_then(|i| record.get(i))
-                        .filter(|v| !v.trim().is_empty())
-                        .map(str::to_owned)
-                })
+                .map(|m| m.and_then(|i| record.get(i)).filter(|v| !v.trim().is_empty()).map(str::to_owned))
                 .collect();
             spec.prepare(raw).map_err(|e| e.to_string()).and_then(|row| {
                 for (k, cols) in keys.iter().enumerate() {
                     if let Some(first) = seen[k].insert(key_of(&row, cols), line) {
                         return Err(format!(
                             "duplicate key ({}) already on line {first}",
-                            spec.indexes
-                                .iter()
-                                .filter(|i| i.unique)
-                                .nth(k)
-                                .map_or("", |i| i.columns)
+                            spec.indexes.iter().filter(|i| i.unique).nth(k).map_or("", |i| i.columns)
                         ));
                     }
                 }
@@ -290,10 +260,7 @@ fn write_rejects(
     header: &csv::StringRecord,
     bad: &[(BadRow, Option<csv::StringRecord>)],
 ) -> Result<(), ImportError> {
-    let mut w = csv::WriterBuilder::new()
-        .flexible(true)
-        .from_path(path)
-        .map_err(csv_io)?;
+    let mut w = csv::WriterBuilder::new().flexible(true).from_path(path).map_err(csv_io)?;
     let mut head = vec!["line".to_owned(), "reason".to_owned()];
     head.extend(header.iter().map(str::to_owned));
     w.write_record(&head).map_err(csv_io)?;

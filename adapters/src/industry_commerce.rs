@@ -34,11 +34,7 @@ pub static ENTERPRISE: TableSpec = TableSpec {
         birth: None,
         sex: None,
     }),
-    indexes: &[IndexSpec {
-        name: "pk",
-        columns: "usci",
-        unique: true,
-    }],
+    indexes: &[IndexSpec { name: "pk", columns: "usci", unique: true }],
 };
 
 pub static INDIVIDUAL_BUSINESS: TableSpec = TableSpec {
@@ -63,11 +59,7 @@ pub static INDIVIDUAL_BUSINESS: TableSpec = TableSpec {
         birth: None,
         sex: None,
     }),
-    indexes: &[IndexSpec {
-        name: "pk",
-        columns: "usci",
-        unique: true,
-    }],
+    indexes: &[IndexSpec { name: "pk", columns: "usci", unique: true }],
 };
 
 pub static ABNORMAL_LIST: TableSpec = TableSpec {
@@ -82,11 +74,7 @@ pub static ABNORMAL_LIST: TableSpec = TableSpec {
         col("removed_on", Kind::Date, false, "移出日期, if removed."),
     ],
     person: None,
-    indexes: &[IndexSpec {
-        name: "pk",
-        columns: "usci, listed_on",
-        unique: true,
-    }],
+    indexes: &[IndexSpec { name: "pk", columns: "usci, listed_on", unique: true }],
 };
 
 pub(crate) static SPEC: DeptSpec = DeptSpec {

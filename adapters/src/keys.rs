@@ -28,11 +28,7 @@ pub(crate) fn normalise_id(raw: &str) -> Option<NormId> {
         ParsedCitizenId::Valid(c) => {
             let legacy = raw.chars().filter(|c| c.is_alphanumeric()).count() == 15;
             Some(NormId {
-                quality: if legacy {
-                    IdQuality::Upgraded
-                } else {
-                    IdQuality::Valid
-                },
+                quality: if legacy { IdQuality::Upgraded } else { IdQuality::Valid },
                 birth: Some(c.birth_date()),
                 male: Some(c.sex() == crate::ident::citizen_id::Sex::Male),
                 id: c.into_string(),
@@ -47,12 +43,7 @@ pub(crate) fn normalise_id(raw: &str) -> Option<NormId> {
             } else {
                 (None, None)
             };
-            Some(NormId {
-                id: s.cleaned,
-                quality: IdQuality::Suspect,
-                birth,
-                male,
-            })
+            Some(NormId { id: s.cleaned, quality: IdQuality::Suspect, birth, male })
         }
     }
 }
@@ -83,9 +74,7 @@ pub(crate) fn canonical_month(raw: &str) -> Option<String> {
 }
 
 pub(crate) fn canonical_usci(raw: &str) -> Result<String, &'static str> {
-    usci::parse_usci(raw)
-        .map(|u| u.as_str().to_owned())
-        .map_err(|_| "not a valid unified social credit code")
+    usci::parse_usci(raw).map(|u| u.as_str().to_owned()).map_err(|_| "not a valid unified social credit code")
 }
 
 pub(crate) fn normalise_phone(raw: &str) -> Option<String> {
@@ -116,11 +105,8 @@ pub(crate) fn person_keys(
     sex: Option<&str>,
 ) -> [Option<String>; 6] {
     let nid = id.and_then(normalise_id);
-    let birth_norm = nid
-        .as_ref()
-        .and_then(|n| n.birth)
-        .map(iso_date)
-        .or_else(|| birth.and_then(canonical_date));
+    let birth_norm =
+        nid.as_ref().and_then(|n| n.birth).map(iso_date).or_else(|| birth.and_then(canonical_date));
     let sex_norm = nid
         .as_ref()
         .and_then(|n| n.male)

@@ -38,11 +38,7 @@ pub static PERSON: TableSpec = TableSpec {
         birth: Some("birth_date"),
         sex: Some("sex"),
     }),
-    indexes: &[IndexSpec {
-        name: "pk",
-        columns: "person_no",
-        unique: true,
-    }],
+    indexes: &[IndexSpec { name: "pk", columns: "person_no", unique: true }],
 };
 
 /// Residence permits issued to people living outside their hukou region.
@@ -60,16 +56,8 @@ pub static RESIDENCE_PERMIT: TableSpec = TableSpec {
     ],
     person: None,
     indexes: &[
-        IndexSpec {
-            name: "pk",
-            columns: "permit_no",
-            unique: true,
-        },
-        IndexSpec {
-            name: "person",
-            columns: "person_no, valid_from",
-            unique: false,
-        },
+        IndexSpec { name: "pk", columns: "permit_no", unique: true },
+        IndexSpec { name: "person", columns: "person_no, valid_from", unique: false },
     ],
 };
 

@@ -12,13 +12,7 @@ use crate::source::{ContributionFact, ContributionStatus, EmploymentFact, Fact, 
 use crate::sql_source::{exists, row_int, row_str, CandidateTable, DeptSpec};
 use crate::table::{col, IndexSpec, Kind, PersonKeys, TableSpec};
 
-pub const INSURANCE_TYPES: &[&str] = &[
-    "pension",
-    "medical",
-    "unemployment",
-    "work_injury",
-    "maternity",
-];
+pub const INSURANCE_TYPES: &[&str] = &["pension", "medical", "unemployment", "work_injury", "maternity"];
 pub const STATUSES: &[&str] = &["paid", "arrears"];
 
 /// Insured persons (参保人员).
@@ -28,7 +22,12 @@ pub static INSURED_PERSON: TableSpec = TableSpec {
     doc: "Insured persons, one row per social security number.",
     columns: &[
         col("si_no", Kind::Text, true, "个人编号 (social insurance person number); record key."),
-        col("id_number", Kind::CitizenIdLoose, true, "社会保障号码: the ID number, legacy records 15 digits."),
+        col(
+            "id_number",
+            Kind::CitizenIdLoose,
+            true,
+            "社会保障号码: the ID number, legacy records 15 digits.",
+        ),
         col("name", Kind::Name, true, "Name as enrolled."),
         col("sex", Kind::OneOf(crate::public_security::SEX), false, "性别 as enrolled."),
         col("birth_date", Kind::Date, false, "出生日期 as enrolled."),
@@ -44,11 +43,7 @@ pub static INSURED_PERSON: TableSpec = TableSpec {
         birth: Some("birth_date"),
         sex: Some("sex"),
     }),
-    indexes: &[IndexSpec {
-        name: "pk",
-        columns: "si_no",
-        unique: true,
-    }],
+    indexes: &[IndexSpec { name: "pk", columns: "si_no", unique: true }],
 };
 
 /// Monthly contributions (缴费明细).

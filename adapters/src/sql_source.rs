@@ -80,9 +80,7 @@ struct LookupSql {
 impl LookupSql {
     fn new(c: &CandidateTable) -> Self {
         let p = c.prefix;
-        let region = c
-            .region_col
-            .map_or_else(|| "CAST(NULL AS TEXT)".to_owned(), str::to_owned);
+        let region = c.region_col.map_or_else(|| "CAST(NULL AS TEXT)".to_owned(), str::to_owned);
         let select = format!(
             "SELECT {k}, {p}id_norm, {p}id_quality, {p}name_norm, {p}birth_norm, {p}sex_norm, \
              {p}phone_norm, {region} FROM {t}",
@@ -93,13 +91,9 @@ impl LookupSql {
         LookupSql {
             table: c.table,
             by_id: format!("{select} WHERE {p}id_norm = $1 {tail}"),
-            by_name_birth: format!(
-                "{select} WHERE {p}name_norm = $1 AND {p}birth_norm = $2 {tail}"
-            ),
+            by_name_birth: format!("{select} WHERE {p}name_norm = $1 AND {p}birth_norm = $2 {tail}"),
             by_phone: format!("{select} WHERE {p}phone_norm = $1 {tail}"),
-            by_usci: c
-                .usci
-                .map(|u| format!("{select} WHERE {u} = $1 {tail}")),
+            by_usci: c.usci.map(|u| format!("{select} WHERE {u} = $1 {tail}")),
             name_count: format!("SELECT COUNT(*) FROM {} WHERE {p}name_norm = $1", c.table),
         }
     }
@@ -124,12 +118,8 @@ pub async fn open_source(
     // Acquiring a connection gets most of the budget; the rest is for the query itself. A pool that
     // cannot connect in time reports PoolTimedOut, which we map to Unavailable.
     let acquire = timeout.mul_f32(0.8).max(Duration::from_millis(1));
-    let db = db::connect_lazy(location, Access::Read, acquire, 8).map_err(|e| {
-        SourceError::Unavailable {
-            dept,
-            reason: e.to_string(),
-        }
-    })?;
+    let db = db::connect_lazy(location, Access::Read, acquire, 8)
+        .map_err(|e| SourceError::Unavailable { dept, reason: e.to_string() })?;
     let spec = spec(dept);
     Ok(Arc::new(SqlSource {
         spec,
@@ -144,14 +134,12 @@ pub async fn open_source(
 fn map_err(dept: Department, e: sqlx::Error) -> SourceError {
     use sqlx::Error as E;
     match e {
-        E::PoolTimedOut => SourceError::Unavailable {
-            dept,
-            reason: "no database connection within the timeout".into(),
-        },
-        E::PoolClosed | E::Io(_) | E::Tls(_) | E::Configuration(_) => SourceError::Unavailable {
-            dept,
-            reason: e.to_string(),
-        },
+        E::PoolTimedOut => {
+            SourceError::Unavailable { dept, reason: "no database connection within the timeout".into() }
+        }
+        E::PoolClosed | E::Io(_) | E::Tls(_) | E::Configuration(_) => {
+            SourceError::Unavailable { dept, reason: e.to_string() }
+        }
         E::Database(d) => {
             let msg = d.message().to_owned();
             // SQLite cannot open the file (missing, or its directory is gone).
@@ -168,26 +156,17 @@ fn map_err(dept: Department, e: sqlx::Error) -> SourceError {
                 }
             }
         }
-        other => SourceError::Backend {
-            dept,
-            reason: other.to_string(),
-        },
+        other => SourceError::Backend { dept, reason: other.to_string() },
     }
 }
 
 impl SqlSource {
     /// Runs a database future under the source's timeout.
-    async fn bounded<T>(
-        &self,
-        fut: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, SourceError> {
+    async fn bounded<T>(&self, fut: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, SourceError> {
         let dept = self.spec.dept;
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r.map_err(|e| map_err(dept, e)),
-            Err(_) => Err(SourceError::Timeout {
-                dept,
-                after: self.timeout,
-            }),
+            Err(_) => Err(SourceError::Timeout { dept, after: self.timeout }),
         }
     }
 
@@ -210,12 +189,9 @@ impl SqlSource {
         for l in &self.lookups {
             let q = match key {
                 LookupKey::CitizenId(id) => sqlx::query(&l.by_id).bind(id.as_str()),
-                LookupKey::NameBirth {
-                    name_norm,
-                    birth_date,
-                } => sqlx::query(&l.by_name_birth)
-                    .bind(name_norm.as_str())
-                    .bind(birth_date.to_string()),
+                LookupKey::NameBirth { name_norm, birth_date } => {
+                    sqlx::query(&l.by_name_birth).bind(name_norm.as_str()).bind(birth_date.to_string())
+                }
                 LookupKey::Phone(p) => sqlx::query(&l.by_phone).bind(p.as_str()),
                 LookupKey::Usci(u) => match &l.by_usci {
                     Some(sql) => sqlx::query(sql).bind(u.as_str()),
@@ -231,28 +207,18 @@ impl SqlSource {
     async fn name_count(&self, name_norm: &str) -> Result<u64, sqlx::Error> {
         let mut n = 0u64;
         for l in &self.lookups {
-            let row = sqlx::query(&l.name_count)
-                .bind(name_norm)
-                .fetch_one(&self.pool)
-                .await?;
+            let row = sqlx::query(&l.name_count).bind(name_norm).fetch_one(&self.pool).await?;
             n += row.try_get::<i64, _>(0)?.max(0) as u64;
         }
         Ok(n)
     }
 
-    async fn facts(
-        &self,
-        record_key: &RecordKey,
-        category: FactCategory,
-    ) -> Result<Facts, SourceError> {
+    async fn facts(&self, record_key: &RecordKey, category: FactCategory) -> Result<Facts, SourceError> {
         let dept = self.spec.dept;
         if !self.spec.categories.contains(&category) {
             return Err(SourceError::UnsupportedCategory { dept, category });
         }
-        let no_such = || SourceError::NoSuchRecord {
-            dept,
-            key: record_key.clone(),
-        };
+        let no_such = || SourceError::NoSuchRecord { dept, key: record_key.clone() };
         let (table, key) = record_key.parts().ok_or_else(no_such)?;
         let pool = &self.pool;
         let (items, as_of) = self
@@ -281,17 +247,10 @@ impl Source for SqlSource {
         self.spec.categories
     }
 
-    fn lookup<'a>(
-        &'a self,
-        key: &'a LookupKey,
-    ) -> BoxFuture<'a, Result<Vec<Candidate>, SourceError>> {
+    fn lookup<'a>(&'a self, key: &'a LookupKey) -> BoxFuture<'a, Result<Vec<Candidate>, SourceError>> {
         Box::pin(async move {
-            if matches!(key, LookupKey::Usci(_)) && self.lookups.iter().all(|l| l.by_usci.is_none())
-            {
-                return Err(SourceError::UnsupportedKey {
-                    dept: self.spec.dept,
-                    kind: key.kind(),
-                });
+            if matches!(key, LookupKey::Usci(_)) && self.lookups.iter().all(|l| l.by_usci.is_none()) {
+                return Err(SourceError::UnsupportedKey { dept: self.spec.dept, kind: key.kind() });
             }
             self.bounded(self.lookup_all(key)).await
         })
@@ -322,11 +281,7 @@ impl Source for SqlSource {
 
 /// `true` if the query (with one bound key) returns a row.
 pub(crate) async fn exists(pool: &AnyPool, sql: &str, key: &str) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query(sql)
-        .bind(key)
-        .fetch_optional(pool)
-        .await?
-        .is_some())
+    Ok(sqlx::query(sql).bind(key).fetch_optional(pool).await?.is_some())
 }
 
 pub(crate) fn row_str(r: &AnyRow, i: usize) -> Option<String> {

@@ -82,12 +82,7 @@ pub struct Column {
 
 /// Shorthand constructor used by the department modules.
 pub const fn col(name: &'static str, kind: Kind, required: bool, doc: &'static str) -> Column {
-    Column {
-        name,
-        kind,
-        required,
-        doc,
-    }
+    Column { name, kind, required, doc }
 }
 
 /// Where a table's person identifiers live; drives the derived `<prefix>*_norm` columns and their
@@ -106,14 +101,8 @@ pub struct PersonKeys {
 }
 
 /// Suffixes of the derived person-key columns, in storage order.
-pub const PERSON_KEY_SUFFIXES: [&str; 6] = [
-    "id_norm",
-    "id_quality",
-    "name_norm",
-    "birth_norm",
-    "sex_norm",
-    "phone_norm",
-];
+pub const PERSON_KEY_SUFFIXES: [&str; 6] =
+    ["id_norm", "id_quality", "name_norm", "birth_norm", "sex_norm", "phone_norm"];
 
 /// A secondary index declared by a table (person-key indexes are implicit).
 #[derive(Debug, Clone, Copy)]
@@ -156,20 +145,14 @@ impl TableSpec {
     /// Derived person-key column names.
     pub fn derived_names(&self) -> Vec<String> {
         match &self.person {
-            Some(p) => PERSON_KEY_SUFFIXES
-                .iter()
-                .map(|s| format!("{}{s}", p.prefix))
-                .collect(),
+            Some(p) => PERSON_KEY_SUFFIXES.iter().map(|s| format!("{}{s}", p.prefix)).collect(),
             None => Vec::new(),
         }
     }
 
     /// All stored columns: raw then derived.
     pub fn all_names(&self) -> Vec<String> {
-        self.raw_names()
-            .map(str::to_owned)
-            .chain(self.derived_names())
-            .collect()
+        self.raw_names().map(str::to_owned).chain(self.derived_names()).collect()
     }
 
     pub fn column_index(&self, name: &str) -> Option<usize> {
@@ -188,11 +171,7 @@ impl TableSpec {
             })
             .collect();
         cols.extend(self.derived_names().into_iter().map(|n| format!("{n} TEXT")));
-        format!(
-            "CREATE TABLE IF NOT EXISTS {} ({})",
-            self.name,
-            cols.join(", ")
-        )
+        format!("CREATE TABLE IF NOT EXISTS {} ({})", self.name, cols.join(", "))
     }
 
     /// `CREATE INDEX IF NOT EXISTS` statements: declared indexes plus the person-key indexes.
@@ -213,15 +192,11 @@ impl TableSpec {
         if let Some(p) = &self.person {
             let t = self.name;
             let pre = p.prefix;
-            out.push(format!(
-                "CREATE INDEX IF NOT EXISTS {t}_{pre}id_norm ON {t} ({pre}id_norm)"
-            ));
+            out.push(format!("CREATE INDEX IF NOT EXISTS {t}_{pre}id_norm ON {t} ({pre}id_norm)"));
             out.push(format!(
                 "CREATE INDEX IF NOT EXISTS {t}_{pre}name_birth ON {t} ({pre}name_norm, {pre}birth_norm)"
             ));
-            out.push(format!(
-                "CREATE INDEX IF NOT EXISTS {t}_{pre}phone_norm ON {t} ({pre}phone_norm)"
-            ));
+            out.push(format!("CREATE INDEX IF NOT EXISTS {t}_{pre}phone_norm ON {t} ({pre}phone_norm)"));
         }
         out
     }
@@ -242,13 +217,7 @@ impl TableSpec {
                     _ => None,
                 }
             };
-            let derived = keys::person_keys(
-                get(p.id),
-                get(p.name),
-                get(p.phone),
-                get(p.birth),
-                get(p.sex),
-            );
+            let derived = keys::person_keys(get(p.id), get(p.name), get(p.phone), get(p.birth), get(p.sex));
             out.extend(derived.into_iter().map(Value::Text));
         }
         Ok(out)
@@ -256,10 +225,7 @@ impl TableSpec {
 }
 
 fn validate(c: &Column, v: Option<String>) -> Result<Value, RowError> {
-    let err = |reason| RowError {
-        column: c.name,
-        reason,
-    };
+    let err = |reason| RowError { column: c.name, reason };
     let v = match v {
         None if c.required => return Err(err("required value missing")),
         None => {
@@ -273,14 +239,12 @@ fn validate(c: &Column, v: Option<String>) -> Result<Value, RowError> {
     let text = |s: String| Ok(Value::Text(Some(s)));
     match c.kind {
         Kind::Text | Kind::Name => text(v),
-        Kind::Int => v
-            .trim()
-            .parse::<i64>()
-            .map(|i| Value::Int(Some(i)))
-            .map_err(|_| err("not a whole number")),
-        Kind::Date => keys::canonical_date(&v)
-            .map(|d| Value::Text(Some(d)))
-            .ok_or_else(|| err("not a valid date")),
+        Kind::Int => {
+            v.trim().parse::<i64>().map(|i| Value::Int(Some(i))).map_err(|_| err("not a whole number"))
+        }
+        Kind::Date => {
+            keys::canonical_date(&v).map(|d| Value::Text(Some(d))).ok_or_else(|| err("not a valid date"))
+        }
         Kind::Month => keys::canonical_month(&v)
             .map(|d| Value::Text(Some(d)))
             .ok_or_else(|| err("not a valid month (YYYY-MM)")),
@@ -292,9 +256,7 @@ fn validate(c: &Column, v: Option<String>) -> Result<Value, RowError> {
             Ok(()) => text(v),
             Err(reason) => Err(err(reason)),
         },
-        Kind::Usci => keys::canonical_usci(&v)
-            .map(|u| Value::Text(Some(u)))
-            .map_err(err),
+        Kind::Usci => keys::canonical_usci(&v).map(|u| Value::Text(Some(u))).map_err(err),
         Kind::Phone => {
             if keys::normalise_phone(&v).is_some() {
                 text(v)

@@ -19,7 +19,12 @@ pub static TAXPAYER: TableSpec = TableSpec {
     doc: "Natural-person taxpayers as registered by their employers.",
     columns: &[
         col("taxpayer_no", Kind::Text, true, "Tax bureau's internal taxpayer file number; record key."),
-        col("id_number", Kind::CitizenIdLoose, true, "ID number as typed by the registering employer (may be mistyped)."),
+        col(
+            "id_number",
+            Kind::CitizenIdLoose,
+            true,
+            "ID number as typed by the registering employer (may be mistyped).",
+        ),
         col("name", Kind::Name, true, "Name as registered."),
         col("phone", Kind::Phone, false, "Mobile number, if registered."),
         col("registered_by", Kind::Usci, false, "USCI of the employer that registered the taxpayer."),
@@ -33,11 +38,7 @@ pub static TAXPAYER: TableSpec = TableSpec {
         birth: None,
         sex: None,
     }),
-    indexes: &[IndexSpec {
-        name: "pk",
-        columns: "taxpayer_no",
-        unique: true,
-    }],
+    indexes: &[IndexSpec { name: "pk", columns: "taxpayer_no", unique: true }],
 };
 
 /// Monthly individual-income-tax withholding lines (全员全额扣缴申报).
@@ -54,11 +55,7 @@ pub static WITHHOLDING: TableSpec = TableSpec {
         col("declared_on", Kind::Date, false, "Date of the declaration."),
     ],
     person: None,
-    indexes: &[IndexSpec {
-        name: "pk",
-        columns: "taxpayer_no, month, employer_usci",
-        unique: true,
-    }],
+    indexes: &[IndexSpec { name: "pk", columns: "taxpayer_no, month, employer_usci", unique: true }],
 };
 
 pub(crate) static SPEC: DeptSpec = DeptSpec {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use fedx_adapters::ident::normalize_name;
 use fedx_adapters::{
-    open_source, Department, FactCategory, IdQuality, LookupKey, NoiseConfig, RecordKey, Source,
-    SourceError, SourceLocationSet, TruthRecord,
+    open_source, Department, FactCategory, IdQuality, LookupKey, NoiseConfig, RecordKey, Source, SourceError,
+    SourceLocationSet, TruthRecord,
 };
 use time::Date;
 
@@ -37,12 +37,7 @@ fn categories(dept: Department, key: &RecordKey) -> Vec<FactCategory> {
 }
 
 async fn keys_for(src: &Arc<dyn Source>, key: LookupKey) -> BTreeSet<String> {
-    src.lookup(&key)
-        .await
-        .expect("lookup")
-        .into_iter()
-        .map(|c| c.record_key.0)
-        .collect()
+    src.lookup(&key).await.expect("lookup").into_iter().map(|c| c.record_key.0).collect()
 }
 
 /// With no noise, every record the truth assigns to a person is found by ID (where the department
@@ -50,9 +45,7 @@ async fn keys_for(src: &Arc<dyn Source>, key: LookupKey) -> BTreeSet<String> {
 async fn check_dept(set: SourceLocationSet, dept: Department) {
     let dir = tempfile::tempdir().unwrap();
     let truth = common::seed_world(&set, dir.path(), WORKERS, NoiseConfig::none()).await;
-    let src = open_source(dept, &set.for_dept(dept), Duration::from_secs(5))
-        .await
-        .expect("open");
+    let src = open_source(dept, &set.for_dept(dept), Duration::from_secs(5)).await.expect("open");
     assert_eq!(src.department(), dept);
     src.health().await.expect("health");
 
@@ -60,11 +53,9 @@ async fn check_dept(set: SourceLocationSet, dept: Department) {
     for t in &truth {
         let Some(expected) = t.records.get(dept.code()) else { continue };
         let by_id = keys_for(&src, LookupKey::CitizenId(t.citizen_id.clone())).await;
-        let by_name = keys_for(
-            &src,
-            LookupKey::NameBirth { name_norm: normalize_name(&t.name), birth_date: birth(t) },
-        )
-        .await;
+        let by_name =
+            keys_for(&src, LookupKey::NameBirth { name_norm: normalize_name(&t.name), birth_date: birth(t) })
+                .await;
         let by_phone = keys_for(&src, LookupKey::Phone(t.phone.clone())).await;
         for k in expected {
             assert!(
@@ -121,14 +112,8 @@ async fn check_dept(set: SourceLocationSet, dept: Department) {
     // Errors: unknown records, unsupported categories, and keys the source does not serve.
     let missing = RecordKey("person/none".into());
     let cat = src.categories()[0];
-    assert!(matches!(
-        src.fetch_facts(&missing, cat).await,
-        Err(SourceError::NoSuchRecord { .. })
-    ));
-    let unsupported = FactCategory::ALL
-        .into_iter()
-        .find(|c| !src.categories().contains(c))
-        .unwrap();
+    assert!(matches!(src.fetch_facts(&missing, cat).await, Err(SourceError::NoSuchRecord { .. })));
+    let unsupported = FactCategory::ALL.into_iter().find(|c| !src.categories().contains(c)).unwrap();
     assert!(matches!(
         src.fetch_facts(&missing, unsupported).await,
         Err(SourceError::UnsupportedCategory { .. })
@@ -171,59 +156,39 @@ dept_tests! {
     industry_commerce => Department::IndustryCommerce,
 }
 
-/// Enterprises are found by USCI and carry their abnormal-operation entries.
+/// Employers found in tax declarations are found in industry-commerce by USCI, with their status and
+/// abnormal-operation entries.
 async fn check_enterprises(set: SourceLocationSet) {
     let dir = tempfile::tempdir().unwrap();
-    common::seed_world(&set, dir.path(), 600, NoiseConfig::none()).await;
-    let loc = set.for_dept(Department::IndustryCommerce);
-    let src = open_source(Department::IndustryCommerce, &loc, Duration::from_secs(5))
-        .await
-        .unwrap();
-    // Find every enterprise through the abnormal list and check each one's facts.
-    let pool = match &loc {
-        fedx_adapters::SourceLocation::Sqlite { path } => {
-            sqlx::any::install_default_drivers();
-            sqlx::AnyPool::connect(&format!("sqlite://{}", path.display())).await.unwrap()
-        }
-        fedx_adapters::SourceLocation::Postgres { url, schema } => {
-            sqlx::any::install_default_drivers();
-            let pool = sqlx::AnyPool::connect(url).await.unwrap();
-            sqlx::query(&format!("SET search_path TO {schema}")).execute(&pool).await.unwrap();
-            // search_path is per connection; use a one-connection pool.
-            pool.close().await;
-            sqlx::any::AnyPoolOptions::new()
-                .max_connections(1)
-                .after_connect({
-                    let schema = schema.clone();
-                    move |c, _| {
-                        let schema = schema.clone();
-                        Box::pin(async move {
-                            sqlx::Executor::execute(c, format!("SET search_path TO {schema}").as_str()).await?;
-                            Ok(())
-                        })
-                    }
-                })
-                .connect(url)
-                .await
-                .unwrap()
-        }
-    };
-    let listed: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT usci FROM abnormal_list")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    assert!(!listed.is_empty(), "some enterprises are on the abnormal list");
-    for (usci,) in listed {
-        let cands = src.lookup(&LookupKey::Usci(usci.clone())).await.unwrap();
-        assert_eq!(cands.len(), 1);
-        let f = src.fetch_facts(&cands[0].record_key, cands[0].record_key.parts().map(|p| if p.0 == "enterprise" { FactCategory::Enterprise } else { FactCategory::IndividualBusiness }).unwrap()).await.unwrap();
-        if let fedx_adapters::Fact::Enterprise(e) = &f.items[0] {
-            assert_eq!(e.usci, usci);
-            assert!(!e.abnormal.is_empty());
-            assert!(["存续", "吊销", "注销"].contains(&e.status.as_str()));
+    let truth = common::seed_world(&set, dir.path(), 600, NoiseConfig::none()).await;
+    let tax_loc = set.for_dept(Department::Tax);
+    let ic_loc = set.for_dept(Department::IndustryCommerce);
+    let tax = open_source(Department::Tax, &tax_loc, Duration::from_secs(5)).await.unwrap();
+    let ic = open_source(Department::IndustryCommerce, &ic_loc, Duration::from_secs(5)).await.unwrap();
+    let mut employers = BTreeSet::new();
+    for t in &truth {
+        for k in t.records.get("tax").into_iter().flatten() {
+            let f = tax.fetch_facts(&RecordKey(k.clone()), FactCategory::Employment).await.unwrap();
+            for item in f.items {
+                if let fedx_adapters::Fact::Employment(e) = item {
+                    employers.insert(e.employer_usci);
+                }
+            }
         }
     }
-    pool.close().await;
+    assert!(employers.len() > 10);
+    let mut with_abnormal = 0;
+    for usci in employers {
+        let cands = ic.lookup(&LookupKey::Usci(usci.clone())).await.unwrap();
+        assert_eq!(cands.len(), 1);
+        assert_eq!(cands[0].record_key, RecordKey::new("enterprise", &usci));
+        let f = ic.fetch_facts(&cands[0].record_key, FactCategory::Enterprise).await.unwrap();
+        let fedx_adapters::Fact::Enterprise(e) = &f.items[0] else { panic!("not an enterprise") };
+        assert_eq!(e.usci, usci);
+        assert!(["存续", "吊销", "注销"].contains(&e.status.as_str()));
+        with_abnormal += usize::from(!e.abnormal.is_empty());
+    }
+    assert!(with_abnormal > 0, "some employers are on the abnormal-operation list");
 }
 
 #[tokio::test]

@@ -28,6 +28,8 @@ pub struct Config {
     pub pki: PkiConfig,
     pub tls: TlsConfig,
     pub sources: SourcesConfig,
+    /// Identity resolution: thresholds, m/u overrides, worker-reference keys, cache.
+    pub identity: crate::identity::IdentityConfig,
     /// Department registry: code → names and the roles its certificates may carry.
     pub departments: BTreeMap<String, Department>,
 }
@@ -116,6 +118,7 @@ impl Default for Config {
             pki: PkiConfig::default(),
             tls: TlsConfig::default(),
             sources: SourcesConfig::default(),
+            identity: crate::identity::IdentityConfig::default(),
             departments: default_departments(),
         }
     }
@@ -254,6 +257,11 @@ impl Config {
         if let Some(domain) = get("FEDX_TRUST_DOMAIN") {
             self.trust_domain = domain;
         }
+        // The key itself (FEDX_WORKER_REF_KEY) is read where the key ring is built, so it never sits in
+        // the printable configuration.
+        if let Some(id) = get("FEDX_WORKER_REF_KEY_ID") {
+            self.identity.worker_ref_key_id = id;
+        }
         Ok(())
     }
 
@@ -290,6 +298,7 @@ impl Config {
         if self.pki.client_cert_days == 0 || self.pki.crl_validity_hours == 0 {
             return invalid("pki.client_cert_days and pki.crl_validity_hours must be positive".into());
         }
+        self.identity.validate().map_err(ConfigError::Invalid)?;
         if self.departments.is_empty() {
             return invalid("the department registry is empty".into());
         }

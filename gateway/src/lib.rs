@@ -4,8 +4,10 @@
 pub mod authn;
 pub mod cli;
 pub mod config;
+pub mod identity;
 pub mod pki;
 pub mod rpc;
 pub mod server;
+pub mod sources;
 pub mod store;
 pub mod tls;

@@ -9,8 +9,10 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ConfigError};
+use crate::identity::{KeyRing, Model, Resolver};
 use crate::pki::PkiPaths;
 use crate::rpc;
+use crate::sources::SourceSet;
 use crate::store::{Store, StoreError};
 use crate::tls::accept::{tls_incoming, AcceptSettings};
 use crate::tls::revocation::{RevocationState, RevocationWatcher};
@@ -27,6 +29,10 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("department sources: {0}")]
+    Sources(#[from] fedx_adapters::SourceError),
+    #[error(transparent)]
+    WorkerRefKey(#[from] crate::identity::reference::KeyError),
 }
 
 /// State shared by the service implementations.
@@ -35,6 +41,8 @@ pub struct GatewayState {
     pub config: Arc<Config>,
     pub store: Store,
     pub revocation: Arc<RevocationState>,
+    /// Identity resolution over the five department sources.
+    pub identity: Arc<Resolver>,
 }
 
 /// A running gateway. Dropping it does not stop the server; call [`RunningGateway::shutdown`].
@@ -108,7 +116,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             registry,
         },
     );
-    let state = GatewayState { config: Arc::new(config), store, revocation };
+    let identity = Arc::new(open_resolver(&config).await?);
+    let state = GatewayState { config: Arc::new(config), store, revocation, identity };
     let router = rpc::router(state.clone()).await;
     let mut stop = shutdown_rx;
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
@@ -116,4 +125,13 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     }));
     tracing::info!(%local_addr, "fedx gateway listening (mTLS)");
     Ok(RunningGateway { local_addr, state, shutdown, server })
+}
+
+/// Opens the department sources (lazily: a source that is down is reported per request, not here) and
+/// loads the worker-reference key ring (FEDX_WORKER_REF_KEY, the key file, or a generated dev key).
+pub async fn open_resolver(config: &Config) -> Result<Resolver, StartError> {
+    let sources = SourceSet::open(&config.source_locations(), config.sources.timeout).await?;
+    let env_key = std::env::var("FEDX_WORKER_REF_KEY").ok();
+    let keys = KeyRing::load(&config.identity, &config.data_dir, env_key.as_deref())?;
+    Ok(Resolver::new(Model::new(config.identity.clone()), sources, Arc::new(keys)))
 }

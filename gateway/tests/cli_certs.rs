@@ -122,6 +122,9 @@ fn every_command_has_help() {
         vec!["certs", "crl", "--help"],
         vec!["config", "check", "--help"],
         vec!["db", "migrate", "--help"],
+        vec!["sources", "--help"],
+        vec!["sources", "seed", "--help"],
+        vec!["sources", "import", "--help"],
     ] {
         let out = fedx.ok(&args);
         assert!(out.contains("Usage:"), "fedx {args:?} --help: {out}");

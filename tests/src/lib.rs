@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use fedx_adapters::{SeedOptions, SourceLocationSet, TruthRecord};
 use fedx_gateway::authn::Role;
 use fedx_gateway::config::Config;
 use fedx_gateway::pki::{self, CertRequest, CertificateAuthority, IssuedCert, PkiPaths, Validity};
@@ -163,6 +164,24 @@ impl TestGateway {
     /// Revocations are polled every 200 ms and handshakes time out after 1 s in tests, so that both are
     /// checked tightly without slowing the suite.
     pub async fn start(backend: Backend) -> anyhow::Result<TestGateway> {
+        Ok(TestGateway::start_inner(backend, None).await?.0)
+    }
+
+    /// Like [`TestGateway::start`], with department sources seeded by the synthetic generator: SQLite
+    /// files under the test's data directory, or schemas with a unique prefix in the test's PostgreSQL
+    /// database. Returns the ground truth of the seeded population.
+    pub async fn start_with_sources(
+        backend: Backend,
+        seed: SeedOptions,
+    ) -> anyhow::Result<(TestGateway, Vec<TruthRecord>)> {
+        let (gw, truth) = TestGateway::start_inner(backend, Some(seed)).await?;
+        Ok((gw, truth.unwrap_or_default()))
+    }
+
+    async fn start_inner(
+        backend: Backend,
+        seed: Option<SeedOptions>,
+    ) -> anyhow::Result<(TestGateway, Option<Vec<TruthRecord>>)> {
         let dir = tempfile::tempdir()?;
         let database = TestDatabase::create(backend, dir.path()).await?;
         let mut config = Config {
@@ -172,13 +191,29 @@ impl TestGateway {
             ..Config::default()
         };
         config.pki.dir = dir.path().join("pki");
+        let mut truth = None;
+        if let Some(options) = seed {
+            if backend == Backend::Postgres {
+                config.sources.postgres_url = Some(database.url.clone());
+                config.sources.schema_prefix = format!("fedx_src_{}_", hex_suffix());
+            }
+            let locations = config.source_locations();
+            if let SourceLocationSet::SqliteDir(d) = &locations {
+                std::fs::create_dir_all(d)?;
+            }
+            let truth_path = dir.path().join("truth.jsonl");
+            fedx_adapters::seed(&options, &locations, &truth_path).await.context("seeding sources")?;
+            let records = fedx_gateway::identity::eval::read_truth(&truth_path)?;
+            config.identity.population = records.len() as u64;
+            truth = Some(records);
+        }
         config.tls.revocation_poll_interval = Duration::from_millis(200);
         config.tls.handshake_timeout = Duration::from_secs(1);
         let paths = PkiPaths::new(&config.pki.dir);
         pki::init(&paths, &config)?;
         let store = Store::open(&database.url).await?;
         let gateway = server::start(config.clone()).await.context("gateway start")?;
-        Ok(TestGateway { dir, config, paths, store, database, gateway: Some(gateway) })
+        Ok((TestGateway { dir, config, paths, store, database, gateway: Some(gateway) }, truth))
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {

@@ -55,12 +55,7 @@ pub struct SeedOptions {
 
 impl SeedOptions {
     pub fn new(workers: u64, seed: u64) -> Self {
-        SeedOptions {
-            workers,
-            seed,
-            noise: NoiseConfig::default(),
-            progress: false,
-        }
+        SeedOptions { workers, seed, noise: NoiseConfig::default(), progress: false }
     }
 }
 
@@ -87,10 +82,7 @@ pub struct SeedReport {
 
 impl SeedReport {
     pub fn total_rows(&self) -> u64 {
-        self.depts
-            .iter()
-            .flat_map(|d| d.rows.iter().map(|r| r.1))
-            .sum()
+        self.depts.iter().flat_map(|d| d.rows.iter().map(|r| r.1)).sum()
     }
 
     pub fn rows_per_second(&self) -> f64 {
@@ -154,9 +146,7 @@ pub async fn seed(
     let truth = truth_path.to_owned();
     let generator = tokio::task::spawn_blocking(move || generate(&gen_opts, &truth, senders));
 
-    let enterprises = generator
-        .await
-        .map_err(|e| SeedError::Task(e.to_string()))??;
+    let enterprises = generator.await.map_err(|e| SeedError::Task(e.to_string()))??;
     let mut depts = Vec::new();
     for w in writers {
         depts.push(w.await.map_err(|e| SeedError::Task(e.to_string()))??);
@@ -173,13 +163,9 @@ pub async fn seed(
 async fn prepare_dept(dept: Department, loc: &SourceLocation) -> Result<db::Db, SeedError> {
     let wrap = |source: DbError| SeedError::Db { dept, source };
     db::wipe(loc).await.map_err(wrap)?;
-    let db = db::open_for_write(loc, Access::BulkLoad, Duration::from_secs(60))
-        .await
-        .map_err(wrap)?;
+    let db = db::open_for_write(loc, Access::BulkLoad, Duration::from_secs(60)).await.map_err(wrap)?;
     let mut conn = db.pool.acquire().await.map_err(|e| wrap(e.into()))?;
-    db::create_tables(&mut conn, tables(dept))
-        .await
-        .map_err(|e| wrap(e.into()))?;
+    db::create_tables(&mut conn, tables(dept)).await.map_err(|e| wrap(e.into()))?;
     Ok(db)
 }
 
@@ -215,10 +201,8 @@ fn generate(
     };
     let mut rows = Rows::default();
     world.enterprise_rows(&mut rows);
-    let enterprises = rows.per_dept[Department::IndustryCommerce.index()]
-        .iter()
-        .filter(|(t, _)| *t == 0)
-        .count() as u64;
+    let enterprises =
+        rows.per_dept[Department::IndustryCommerce.index()].iter().filter(|(t, _)| *t == 0).count() as u64;
     send(rows)?;
     let mut i = 0;
     while i < opts.workers {
@@ -245,10 +229,7 @@ async fn write_dept(
     db: db::Db,
     mut rx: mpsc::Receiver<Batch>,
 ) -> Result<DeptSeedReport, SeedError> {
-    let wrap = |e: sqlx::Error| SeedError::Db {
-        dept,
-        source: e.into(),
-    };
+    let wrap = |e: sqlx::Error| SeedError::Db { dept, source: e.into() };
     let specs = tables(dept);
     let mut counts = vec![0u64; specs.len()];
     let mut conn = db.pool.acquire().await.map_err(wrap)?;
@@ -256,18 +237,13 @@ async fn write_dept(
         let mut by_table: Vec<Vec<Vec<Value>>> = vec![Vec::new(); specs.len()];
         for (t, raw) in batch {
             let spec = specs[t];
-            let row = spec.prepare(raw).map_err(|error| SeedError::InvalidRow {
-                table: spec.name,
-                error,
-            })?;
+            let row = spec.prepare(raw).map_err(|error| SeedError::InvalidRow { table: spec.name, error })?;
             by_table[t].push(row);
         }
         let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(wrap)?;
         for (t, rows) in by_table.into_iter().enumerate() {
             if !rows.is_empty() {
-                counts[t] += db::insert_rows(&mut tx, specs[t], rows)
-                    .await
-                    .map_err(wrap)?;
+                counts[t] += db::insert_rows(&mut tx, specs[t], rows).await.map_err(wrap)?;
             }
         }
         tx.commit().await.map_err(wrap)?;
@@ -275,26 +251,18 @@ async fn write_dept(
     let index_started = Instant::now();
     db::create_indexes(&mut conn, specs).await.map_err(wrap)?;
     let index_time = index_started.elapsed();
-    db::write_meta(&mut conn, dept, SEED_AS_OF)
-        .await
-        .map_err(wrap)?;
+    db::write_meta(&mut conn, dept, SEED_AS_OF).await.map_err(wrap)?;
     if db.backend == db::Backend::Sqlite {
         // Gather planner statistics, fold the WAL back into the main file so the reported size is
         // the real one, and restore normal durability for anyone reusing this connection.
         conn.execute("ANALYZE").await.map_err(wrap)?;
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            .await
-            .map_err(wrap)?;
-        conn.execute("PRAGMA synchronous = NORMAL")
-            .await
-            .map_err(wrap)?;
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").await.map_err(wrap)?;
+        conn.execute("PRAGMA synchronous = NORMAL").await.map_err(wrap)?;
     } else {
         conn.execute("ANALYZE").await.map_err(wrap)?;
     }
     drop(conn);
-    let size_bytes = db::size_bytes(&loc, &db)
-        .await
-        .map_err(|source| SeedError::Db { dept, source })?;
+    let size_bytes = db::size_bytes(&loc, &db).await.map_err(|source| SeedError::Db { dept, source })?;
     db.pool.close().await;
     Ok(DeptSeedReport {
         dept,

@@ -65,18 +65,13 @@ const WINDOW_START_MONTH0: u32 = 10;
 pub const WINDOW_MONTHS: u32 = 24;
 
 /// Contribution rates (employer + employee) per insurance type, per mille.
-const RATES: [(&str, i64); 5] = [
-    ("pension", 240),
-    ("medical", 85),
-    ("unemployment", 10),
-    ("work_injury", 4),
-    ("maternity", 8),
-];
+const RATES: [(&str, i64); 5] =
+    [("pension", 240), ("medical", 85), ("unemployment", 10), ("work_injury", 4), ("maternity", 8)];
 
 const PHONE_PREFIXES: &[&str] = &[
-    "130", "131", "132", "133", "135", "136", "137", "138", "139", "150", "151", "152", "155",
-    "156", "157", "158", "159", "166", "176", "177", "180", "181", "182", "183", "185", "186",
-    "187", "188", "189", "191", "198", "199",
+    "130", "131", "132", "133", "135", "136", "137", "138", "139", "150", "151", "152", "155", "156", "157",
+    "158", "159", "166", "176", "177", "180", "181", "182", "183", "185", "186", "187", "188", "189", "191",
+    "198", "199",
 ];
 
 const ABNORMAL_REASONS: &[&str] = &[
@@ -102,8 +97,7 @@ fn month_str(m: u32) -> String {
 }
 
 fn date(y: i32, m: u8, d: u8) -> Date {
-    Date::from_calendar_date(y, Month::try_from(m).unwrap_or(Month::January), d)
-        .unwrap_or(Date::MIN)
+    Date::from_calendar_date(y, Month::try_from(m).unwrap_or(Month::January), d).unwrap_or(Date::MIN)
 }
 
 fn month_day(m: u32, day: u8) -> Date {
@@ -133,11 +127,7 @@ fn rng_for(seed: u64, stream: u64, index: u64) -> StdRng {
 fn org_code(body: u64) -> String {
     const W: [u32; 8] = [3, 7, 9, 10, 5, 8, 4, 2];
     let digits = format!("{:08}", body % 100_000_000);
-    let sum: u32 = digits
-        .bytes()
-        .zip(W)
-        .map(|(b, w)| u32::from(b - b'0') * w)
-        .sum();
+    let sum: u32 = digits.bytes().zip(W).map(|(b, w)| u32::from(b - b'0') * w).sum();
     let c = match 11 - sum % 11 {
         10 => 'X',
         11 => '0',
@@ -214,9 +204,7 @@ impl World {
     /// are produced by [`World::enterprise_rows`].
     pub fn new(seed: u64, noise: NoiseConfig, workers: u64) -> Self {
         let dests = destinations();
-        let origins = (0..REGIONS.len())
-            .filter(|&i| !REGIONS[i].destination)
-            .collect();
+        let origins = (0..REGIONS.len()).filter(|&i| !REGIONS[i].destination).collect();
         let n_ent = (workers / 15).max(dests.len() as u64 * 3);
         let mut w = World {
             seed,
@@ -238,9 +226,7 @@ impl World {
             let region = &REGIONS[self.dests[d]];
             let (_, suffix) = names::INDUSTRIES[rng.gen_range(0..names::INDUSTRIES.len())];
             let trade = names::TRADE_NAMES[rng.gen_range(0..names::TRADE_NAMES.len())];
-            let arrears_from = rng
-                .gen_bool(0.08)
-                .then(|| rng.gen_range(WINDOW_MONTHS - 8..WINDOW_MONTHS));
+            let arrears_from = rng.gen_bool(0.08).then(|| rng.gen_range(WINDOW_MONTHS - 8..WINDOW_MONTHS));
             self.enterprises.push(Enterprise {
                 usci: make_usci("91", region.code, k),
                 name: format!("{}{trade}{suffix}", region.name),
@@ -300,15 +286,15 @@ impl World {
                     s(iso_date(established)),
                 ],
             );
-            let listed = if status == "吊销" {
-                rng.gen_bool(0.7)
-            } else {
-                rng.gen_bool(0.04)
-            };
+            let listed = if status == "吊销" { rng.gen_bool(0.7) } else { rng.gen_bool(0.04) };
             if listed {
                 let on = random_date(&mut rng, date(2020, 1, 1), date(2026, 9, 30));
                 let removed = (status == "存续" && rng.gen_bool(0.3)).then(|| {
-                    iso_date(random_date(&mut rng, on.saturating_add(time::Duration::days(30)), date(2026, 10, 31)))
+                    iso_date(random_date(
+                        &mut rng,
+                        on.saturating_add(time::Duration::days(30)),
+                        date(2026, 10, 31),
+                    ))
                 });
                 rows.push(
                     Department::IndustryCommerce,
@@ -341,21 +327,10 @@ impl World {
         } else {
             let sn = names::surname(&mut rng);
             let n = names::han_name(&mut rng, sn, male);
-            let eth = if is_yi_area(origin.code) && rng.gen_bool(0.3) {
-                "彝"
-            } else {
-                "汉"
-            };
+            let eth = if is_yi_area(origin.code) && rng.gen_bool(0.3) { "彝" } else { "汉" };
             (sn.to_owned(), n, eth)
         };
-        Base {
-            origin,
-            male,
-            birth,
-            surname,
-            name,
-            ethnicity,
-        }
+        Base { origin, male, birth, surname, name, ethnicity }
     }
 
     // ---- noise -------------------------------------------------------------------------------
@@ -394,11 +369,7 @@ impl World {
 
     /// A phone as recorded outside public security: sometimes an old number, sometimes formatted.
     fn noisy_phone(&self, rng: &mut StdRng, current: &str, old: &str) -> String {
-        let p = if rng.gen_bool(self.noise.stale_phone) {
-            old
-        } else {
-            current
-        };
+        let p = if rng.gen_bool(self.noise.stale_phone) { old } else { current };
         if rng.gen_bool(self.noise.phone_format) {
             match rng.gen_range(0..3) {
                 0 => format!("+86 {p}"),
@@ -474,9 +445,8 @@ impl World {
         let spells = self.spells(&mut rng, d);
         let pref = format!("{i:09}");
         let mut records: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut add = |dept: Department, key: String| {
-            records.entry(dept.code().to_owned()).or_default().push(key)
-        };
+        let mut add =
+            |dept: Department, key: String| records.entry(dept.code().to_owned()).or_default().push(key);
 
         // 公安: household registration and residence permits.
         let person_no = format!("R{pref}");
@@ -532,8 +502,10 @@ impl World {
         if rng.gen_bool(0.03) {
             let usci = make_usci("92", dest.code, 50_000_000 + i);
             let trade = names::TRADE_NAMES[rng.gen_range(0..names::TRADE_NAMES.len())];
-            let kind = ["五金店", "小吃店", "便利店", "装修队", "理发店", "摩托车修理部"][rng.gen_range(0..6)];
-            let shop_owner = if base.surname.is_empty() { trade.to_owned() } else { format!("{}记", base.surname) };
+            let kind =
+                ["五金店", "小吃店", "便利店", "装修队", "理发店", "摩托车修理部"][rng.gen_range(0..6)];
+            let shop_owner =
+                if base.surname.is_empty() { trade.to_owned() } else { format!("{}记", base.surname) };
             rows.push(
                 Department::IndustryCommerce,
                 IC_INDIVIDUAL,
@@ -579,9 +551,7 @@ impl World {
         let taxed: Vec<&Spell> = spells.iter().filter(|s| s.taxed).collect();
         let Some(first) = taxed.first() else { return };
         // One employer typed the ID wrong: its declarations went to a second taxpayer record.
-        let typo_employer = rng
-            .gen_bool(self.noise.tax_mistyped_id)
-            .then(|| taxed[taxed.len() - 1].employer);
+        let typo_employer = rng.gen_bool(self.noise.tax_mistyped_id).then(|| taxed[taxed.len() - 1].employer);
         let mut taxpayer = |no: String, id_raw: String, employer: u32, start: u32, rng: &mut StdRng| {
             rows.push(
                 Department::Tax,
@@ -746,8 +716,8 @@ impl World {
             let student_no = format!("E{pref}{k}");
             let guardian_name = (!phone_only).then(|| self.noisy_name(rng, &base.name));
             let guardian_id = (!missing_id).then(|| self.noisy_id(rng, id.as_str()));
-            let guardian_phone = (phone_only || rng.gen_bool(0.95))
-                .then(|| self.noisy_phone(rng, phones.0, phones.1));
+            let guardian_phone =
+                (phone_only || rng.gen_bool(0.95)).then(|| self.noisy_phone(rng, phones.0, phones.1));
             rows.push(
                 Department::Education,
                 EDU_STUDENT,
@@ -766,7 +736,13 @@ impl World {
                     guardian_name,
                     guardian_id,
                     guardian_phone,
-                    s(if phone_only { "其他" } else if base.male { "父亲" } else { "母亲" }),
+                    s(if phone_only {
+                        "其他"
+                    } else if base.male {
+                        "父亲"
+                    } else {
+                        "母亲"
+                    }),
                 ],
             );
             add(Department::Education, format!("student/{student_no}"));

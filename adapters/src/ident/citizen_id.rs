@@ -77,9 +77,7 @@ impl fmt::Display for SuspectReason {
         f.write_str(match self {
             Self::BadCheckCharacter => "wrong check character",
             Self::ImpossibleDate => "impossible birth date",
-            Self::ImpossibleDateAndBadCheckCharacter => {
-                "impossible birth date and wrong check character"
-            }
+            Self::ImpossibleDateAndBadCheckCharacter => "impossible birth date and wrong check character",
         })
     }
 }
@@ -145,12 +143,7 @@ impl CitizenId {
 
     /// The 3-digit sequence number (positions 15-17), which encodes sex by parity.
     pub fn sequence(&self) -> u16 {
-        self.0
-            .as_bytes()
-            .get(14..17)
-            .and_then(ascii_number)
-            .and_then(|n| u16::try_from(n).ok())
-            .unwrap_or(0)
+        self.0.as_bytes().get(14..17).and_then(ascii_number).and_then(|n| u16::try_from(n).ok()).unwrap_or(0)
     }
 
     /// Builds a valid number from its parts, computing the check character.
@@ -256,15 +249,8 @@ impl ParsedCitizenId {
 ///
 /// Bytes other than ASCII digits give a meaningless (but deterministic, panic-free) result; validate first.
 pub fn check_char(first17: &[u8; 17]) -> u8 {
-    let sum: u32 = first17
-        .iter()
-        .zip(WEIGHTS)
-        .map(|(&b, w)| u32::from(b.wrapping_sub(b'0')) * w)
-        .sum();
-    CHECK_CHARS
-        .get((sum % 11) as usize)
-        .copied()
-        .unwrap_or(b'0')
+    let sum: u32 = first17.iter().zip(WEIGHTS).map(|(&b, w)| u32::from(b.wrapping_sub(b'0')) * w).sum();
+    CHECK_CHARS.get((sum % 11) as usize).copied().unwrap_or(b'0')
 }
 
 /// The birth date of an 18-character number if it is a real date within the accepted years.
@@ -273,11 +259,7 @@ fn birth_date_18(bytes: &[u8]) -> Option<Date> {
     if !(MIN_YEAR..=MAX_YEAR).contains(&year) {
         return None;
     }
-    calendar_date(
-        year,
-        ascii_number(bytes.get(10..12)?)?,
-        ascii_number(bytes.get(12..14)?)?,
-    )
+    calendar_date(year, ascii_number(bytes.get(10..12)?)?, ascii_number(bytes.get(12..14)?)?)
 }
 
 /// Upgrades 15 ASCII digits (already cleaned) to an 18-digit ID; `None` if the YYMMDD is impossible.
@@ -333,10 +315,9 @@ pub fn parse_citizen_id(raw: &str) -> Result<ParsedCitizenId, CitizenIdError> {
     if len == 15 {
         return Ok(match upgrade_cleaned_15(&cleaned) {
             Some(id) => ParsedCitizenId::Valid(id),
-            None => ParsedCitizenId::Suspect(SuspectCitizenId {
-                cleaned,
-                reason: SuspectReason::ImpossibleDate,
-            }),
+            None => {
+                ParsedCitizenId::Suspect(SuspectCitizenId { cleaned, reason: SuspectReason::ImpossibleDate })
+            }
         });
     }
     let bytes = cleaned.as_bytes();
@@ -352,10 +333,7 @@ pub fn parse_citizen_id(raw: &str) -> Result<ParsedCitizenId, CitizenIdError> {
         (true, false) => SuspectReason::BadCheckCharacter,
         (false, false) => SuspectReason::ImpossibleDateAndBadCheckCharacter,
     };
-    Ok(ParsedCitizenId::Suspect(SuspectCitizenId {
-        cleaned,
-        reason,
-    }))
+    Ok(ParsedCitizenId::Suspect(SuspectCitizenId { cleaned, reason }))
 }
 
 /// Classifies how two identifier strings differ, character by character.
@@ -371,14 +349,8 @@ pub fn id_distance(a: &str, b: &str) -> IdDistance {
     if a.len() != b.len() {
         return IdDistance::Other;
     }
-    let diffs: Vec<usize> = a
-        .iter()
-        .zip(&b)
-        .enumerate()
-        .filter(|(_, (x, y))| x != y)
-        .map(|(i, _)| i)
-        .take(3)
-        .collect();
+    let diffs: Vec<usize> =
+        a.iter().zip(&b).enumerate().filter(|(_, (x, y))| x != y).map(|(i, _)| i).take(3).collect();
     match diffs.as_slice() {
         [_] => IdDistance::OneSubstitution,
         [i, j] if *j == i + 1 && a.get(*i) == b.get(*j) && a.get(*j) == b.get(*i) => {
@@ -423,10 +395,7 @@ mod tests {
     fn other_known_numbers() {
         // Check characters computed independently from the GB 11643 weights.
         assert_eq!(valid("110105194912310038").sex(), Sex::Male);
-        assert_eq!(
-            valid("440524198001010013").birth_date(),
-            date!(1980 - 01 - 01)
-        );
+        assert_eq!(valid("440524198001010013").birth_date(), date!(1980 - 01 - 01));
         assert_eq!(valid("53230119900307251X").region_code(), "532301");
         assert_eq!(valid("51010420100228146x").as_str(), "51010420100228146X");
     }
@@ -480,19 +449,11 @@ mod tests {
         // 18-digit, February 30th, correct check character: nobody issued this.
         let mut first17 = *b"11010519490230002";
         let c = check_char(&first17);
-        let good: String = first17
-            .iter()
-            .chain([c].iter())
-            .map(|&b| char::from(b))
-            .collect();
+        let good: String = first17.iter().chain([c].iter()).map(|&b| char::from(b)).collect();
         assert_eq!(parse_citizen_id(&good), Err(CitizenIdError::BadDate));
         // Same with a wrong check character: looks like a typo.
         first17[16] = b'3';
-        let bad: String = first17
-            .iter()
-            .chain([c].iter())
-            .map(|&b| char::from(b))
-            .collect();
+        let bad: String = first17.iter().chain([c].iter()).map(|&b| char::from(b)).collect();
         match parse_citizen_id(&bad) {
             Ok(ParsedCitizenId::Suspect(s)) => {
                 assert_eq!(s.reason, SuspectReason::ImpossibleDateAndBadCheckCharacter)
@@ -503,11 +464,7 @@ mod tests {
         let mut y1899 = *b"11010518991231002";
         let c = check_char(&y1899);
         y1899[0] = b'1';
-        let s: String = y1899
-            .iter()
-            .chain([c].iter())
-            .map(|&b| char::from(b))
-            .collect();
+        let s: String = y1899.iter().chain([c].iter()).map(|&b| char::from(b)).collect();
         assert_eq!(parse_citizen_id(&s), Err(CitizenIdError::BadDate));
     }
 
@@ -515,18 +472,12 @@ mod tests {
     fn errors() {
         assert_eq!(parse_citizen_id(""), Err(CitizenIdError::Empty));
         assert_eq!(parse_citizen_id(" \t- "), Err(CitizenIdError::Empty));
-        assert_eq!(
-            parse_citizen_id("1234"),
-            Err(CitizenIdError::BadLength { len: 4 })
-        );
+        assert_eq!(parse_citizen_id("1234"), Err(CitizenIdError::BadLength { len: 4 }));
         assert_eq!(
             parse_citizen_id("1101051949123100X2"),
             Err(CitizenIdError::BadCharacter { position: 16 })
         );
-        assert_eq!(
-            parse_citizen_id("11010549123100X"),
-            Err(CitizenIdError::BadCharacter { position: 14 })
-        );
+        assert_eq!(parse_citizen_id("11010549123100X"), Err(CitizenIdError::BadCharacter { position: 14 }));
         assert_eq!(
             parse_citizen_id("11010519491231002Y"),
             Err(CitizenIdError::BadCharacter { position: 17 })
@@ -535,12 +486,7 @@ mod tests {
 
     #[test]
     fn errors_and_debug_do_not_echo_the_number() {
-        let raws = [
-            "1101051949123100X2",
-            "110105194912310021",
-            "12345678901",
-            "11010519490230002X",
-        ];
+        let raws = ["1101051949123100X2", "110105194912310021", "12345678901", "11010519490230002X"];
         for raw in raws {
             let rendered = match parse_citizen_id(raw) {
                 Ok(p) => format!("{p:?}"),
@@ -556,18 +502,9 @@ mod tests {
     fn from_parts_and_serde() {
         let id = CitizenId::from_parts("110105", date!(1949 - 12 - 31), 2);
         assert_eq!(id.as_ref().map(CitizenId::as_str), Some(EXAMPLE));
-        assert_eq!(
-            CitizenId::from_parts("11010", date!(1949 - 12 - 31), 2),
-            None
-        );
-        assert_eq!(
-            CitizenId::from_parts("110105", date!(1899 - 12 - 31), 2),
-            None
-        );
-        assert_eq!(
-            CitizenId::from_parts("110105", date!(1949 - 12 - 31), 1000),
-            None
-        );
+        assert_eq!(CitizenId::from_parts("11010", date!(1949 - 12 - 31), 2), None);
+        assert_eq!(CitizenId::from_parts("110105", date!(1899 - 12 - 31), 2), None);
+        assert_eq!(CitizenId::from_parts("110105", date!(1949 - 12 - 31), 1000), None);
         let json = serde_json::to_string(&valid(EXAMPLE)).unwrap_or_default();
         assert_eq!(json, format!("\"{EXAMPLE}\""));
         let back: Result<CitizenId, _> = serde_json::from_str(&json);
@@ -579,18 +516,9 @@ mod tests {
     #[test]
     fn distance_examples() {
         assert_eq!(id_distance(EXAMPLE, EXAMPLE), IdDistance::Same);
-        assert_eq!(
-            id_distance(EXAMPLE, "11010519491231003X"),
-            IdDistance::OneSubstitution
-        );
-        assert_eq!(
-            id_distance(EXAMPLE, "11010519492131002X"),
-            IdDistance::AdjacentTransposition
-        );
-        assert_eq!(
-            id_distance(EXAMPLE, "11010519492131003X"),
-            IdDistance::Other
-        );
+        assert_eq!(id_distance(EXAMPLE, "11010519491231003X"), IdDistance::OneSubstitution);
+        assert_eq!(id_distance(EXAMPLE, "11010519492131002X"), IdDistance::AdjacentTransposition);
+        assert_eq!(id_distance(EXAMPLE, "11010519492131003X"), IdDistance::Other);
         assert_eq!(id_distance(EXAMPLE, "110105491231002"), IdDistance::Other);
         assert_eq!(id_distance("12", "21"), IdDistance::AdjacentTransposition);
         assert_eq!(id_distance("123", "321"), IdDistance::Other);

@@ -22,25 +22,16 @@ pub enum DateError {
 
 /// Width folding and whitespace removal, so `２０２３年 ３月 ５日` reads like `2023年3月5日`.
 fn clean(raw: &str) -> String {
-    raw.chars()
-        .map(fold_width_char)
-        .filter(|&c| !is_invisible(c))
-        .collect()
+    raw.chars().map(fold_width_char).filter(|&c| !is_invisible(c)).collect()
 }
 
 /// A 4-digit year, month 1-2 digits, day 1-2 digits; `None` if the shape is wrong.
 fn year(s: &str) -> Option<i32> {
-    (s.len() == 4)
-        .then(|| ascii_number(s.as_bytes()))
-        .flatten()
-        .and_then(|y| i32::try_from(y).ok())
+    (s.len() == 4).then(|| ascii_number(s.as_bytes())).flatten().and_then(|y| i32::try_from(y).ok())
 }
 
 fn small(s: &str) -> Option<u32> {
-    (1..=2)
-        .contains(&s.len())
-        .then(|| ascii_number(s.as_bytes()))
-        .flatten()
+    (1..=2).contains(&s.len()).then(|| ascii_number(s.as_bytes())).flatten()
 }
 
 /// Splits `s` on one separator that must be used consistently: `-`, `/` or `.`.
@@ -54,18 +45,12 @@ fn split_separated(s: &str) -> Option<Vec<&str>> {
 fn date_fields(s: &str) -> Option<(i32, u32, u32)> {
     if let Some((y, rest)) = s.split_once('年') {
         let (m, rest) = rest.split_once('月')?;
-        let d = rest
-            .strip_suffix('日')
-            .or_else(|| rest.strip_suffix('号'))?;
+        let d = rest.strip_suffix('日').or_else(|| rest.strip_suffix('号'))?;
         return Some((year(y)?, small(m)?, small(d)?));
     }
     if s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit()) {
         let field = |r: std::ops::Range<usize>| s.get(r).map(str::as_bytes).and_then(ascii_number);
-        return Some((
-            i32::try_from(field(0..4)?).ok()?,
-            field(4..6)?,
-            field(6..8)?,
-        ));
+        return Some((i32::try_from(field(0..4)?).ok()?, field(4..6)?, field(6..8)?));
     }
     match split_separated(s)?.as_slice() {
         [y, m, d] => Some((year(y)?, small(m)?, small(d)?)),
@@ -160,14 +145,7 @@ mod tests {
 
     #[test]
     fn months() {
-        for raw in [
-            "2023-07",
-            "202307",
-            "2023/07",
-            "2023.7",
-            "2023年7月",
-            "２０２３年７月",
-        ] {
+        for raw in ["2023-07", "202307", "2023/07", "2023.7", "2023年7月", "２０２３年７月"] {
             assert_eq!(parse_month(raw), Ok((2023, 7)), "{raw}");
         }
         assert_eq!(parse_month("2023-13"), Err(DateError::OutOfRange));

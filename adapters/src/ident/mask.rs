@@ -20,16 +20,7 @@ fn mask_middle(s: &str, keep_head: usize, keep_tail: usize) -> String {
     if hidden < MIN_HIDDEN {
         return "*".repeat(n);
     }
-    s.chars()
-        .enumerate()
-        .map(|(i, c)| {
-            if i < keep_head || i >= n - keep_tail {
-                c
-            } else {
-                '*'
-            }
-        })
-        .collect()
+    s.chars().enumerate().map(|(i, c)| if i < keep_head || i >= n - keep_tail { c } else { '*' }).collect()
 }
 
 /// `5323**********1234`: region prefix and last four kept, birth date and sequence hidden.
@@ -49,10 +40,7 @@ pub fn mask_phone(p: &Phone) -> String {
     let s = p.as_str();
     let n = s.chars().count();
     // Even the shortest valid number (10 digits) hides three.
-    s.chars()
-        .enumerate()
-        .map(|(i, c)| if i < 3 || i + 4 >= n { c } else { '*' })
-        .collect()
+    s.chars().enumerate().map(|(i, c)| if i < 3 || i + 4 >= n { c } else { '*' }).collect()
 }
 
 /// `张*`, `欧阳**`: the surname stays, every other character of the normalised name becomes `*`. A name

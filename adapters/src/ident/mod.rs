@@ -23,8 +23,8 @@ pub mod phone;
 pub mod usci;
 
 pub use citizen_id::{
-    check_char, id_distance, parse_citizen_id, upgrade_15_to_18, CitizenId, CitizenIdError,
-    IdDistance, ParsedCitizenId, Sex, SuspectCitizenId, SuspectReason,
+    check_char, id_distance, parse_citizen_id, upgrade_15_to_18, CitizenId, CitizenIdError, IdDistance,
+    ParsedCitizenId, Sex, SuspectCitizenId, SuspectReason,
 };
 pub use date::{parse_date, parse_month, DateError};
 pub use mask::{mask_citizen_id, mask_identifier, mask_name, mask_phone};
@@ -55,18 +55,12 @@ pub fn fold_width(s: &str) -> String {
 pub(crate) fn is_invisible(c: char) -> bool {
     c.is_whitespace()
         || c.is_control()
-        || matches!(
-            c,
-            '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}'
-        )
+        || matches!(c, '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}')
 }
 
 /// Dashes people type to group the digits of a number; none of them is ever part of an identifier.
 pub(crate) fn is_dash(c: char) -> bool {
-    matches!(
-        c,
-        '-' | '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE58}' | '\u{FE63}' | '\u{30FC}'
-    )
+    matches!(c, '-' | '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE58}' | '\u{FE63}' | '\u{30FC}')
 }
 
 /// The shared cleaning step for code-like identifiers (citizen ID, USCI): width folding, removal of
@@ -87,13 +81,16 @@ pub(crate) fn ascii_number(digits: &[u8]) -> Option<u32> {
     if digits.is_empty() || digits.len() > 9 {
         return None;
     }
-    digits.iter().try_fold(0u32, |acc, &b| {
-        if b.is_ascii_digit() {
-            Some(acc * 10 + u32::from(b - b'0'))
-        } else {
-            None
-        }
-    })
+    digits.iter().try_fold(
+        0u32,
+        |acc, &b| {
+            if b.is_ascii_digit() {
+                Some(acc * 10 + u32::from(b - b'0'))
+            } else {
+                None
+            }
+        },
+    )
 }
 
 /// A real Gregorian calendar date, or `None`.
@@ -116,13 +113,10 @@ pub(crate) mod strategies {
     pub(crate) fn arb_citizen_id() -> impl Strategy<Value = CitizenId> {
         let first = date!(1900 - 01 - 01).to_julian_day();
         let last = date!(2100 - 12 - 31).to_julian_day();
-        ("[1-8][0-9]{5}", first..=last, 0u16..1000).prop_filter_map(
-            "valid parts",
-            |(region, jd, seq)| {
-                let birth = Date::from_julian_day(jd).ok()?;
-                CitizenId::from_parts(&region, birth, seq)
-            },
-        )
+        ("[1-8][0-9]{5}", first..=last, 0u16..1000).prop_filter_map("valid parts", |(region, jd, seq)| {
+            let birth = Date::from_julian_day(jd).ok()?;
+            CitizenId::from_parts(&region, birth, seq)
+        })
     }
 }
 
@@ -138,10 +132,7 @@ mod tests {
 
     #[test]
     fn clean_code_strips_separators() {
-        assert_eq!(
-            clean_code(" 1101-05 1949\u{200B}1231—002x "),
-            "11010519491231002X"
-        );
+        assert_eq!(clean_code(" 1101-05 1949\u{200B}1231—002x "), "11010519491231002X");
     }
 
     #[test]

@@ -68,18 +68,11 @@ pub fn normalize_name(raw: &str) -> String {
         }
         let (strong, period) = (is_middle_dot(c), c == '.');
         if strong || period {
-            if let Some(Token::Dots {
-                strong: s,
-                periods: p,
-            }) = tokens.last_mut()
-            {
+            if let Some(Token::Dots { strong: s, periods: p }) = tokens.last_mut() {
                 *s |= strong;
                 *p += usize::from(period);
             } else {
-                tokens.push(Token::Dots {
-                    strong,
-                    periods: usize::from(period),
-                });
+                tokens.push(Token::Dots { strong, periods: usize::from(period) });
             }
             continue;
         }
@@ -138,12 +131,7 @@ fn jaro(a: &[char], b: &[char]) -> f64 {
     for (i, ca) in a.iter().enumerate() {
         let lo = i.saturating_sub(window);
         let hi = i.saturating_add(window).saturating_add(1).min(b.len());
-        let slot = b
-            .iter()
-            .zip(b_used.iter_mut())
-            .take(hi)
-            .skip(lo)
-            .find(|(cb, used)| !**used && *cb == ca);
+        let slot = b.iter().zip(b_used.iter_mut()).take(hi).skip(lo).find(|(cb, used)| !**used && *cb == ca);
         if let Some((_, used)) = slot {
             *used = true;
             a_matched.push(*ca);
@@ -154,11 +142,7 @@ fn jaro(a: &[char], b: &[char]) -> f64 {
         return 0.0;
     }
     let b_matched = b.iter().zip(&b_used).filter(|(_, u)| **u).map(|(c, _)| c);
-    let half_transpositions = a_matched
-        .iter()
-        .zip(b_matched)
-        .filter(|(x, y)| x != y)
-        .count();
+    let half_transpositions = a_matched.iter().zip(b_matched).filter(|(x, y)| x != y).count();
     let m = m as f64;
     let t = (half_transpositions / 2) as f64;
     (m / a.len() as f64 + m / b.len() as f64 + (m - t) / m) / 3.0
@@ -251,11 +235,9 @@ mod tests {
     }
 
     fn name_chars() -> impl Strategy<Value = String> {
-        let pool: Vec<char> = "张張伟偉丽麗欧歐阳陽王李娜阿依古丽买提·・•‧. 　ａＢc\u{200B}-x"
-            .chars()
-            .collect();
-        proptest::collection::vec(proptest::sample::select(pool), 0..8)
-            .prop_map(|v| v.into_iter().collect())
+        let pool: Vec<char> =
+            "张張伟偉丽麗欧歐阳陽王李娜阿依古丽买提·・•‧. 　ａＢc\u{200B}-x".chars().collect();
+        proptest::collection::vec(proptest::sample::select(pool), 0..8).prop_map(|v| v.into_iter().collect())
     }
 
     proptest! {

@@ -34,12 +34,8 @@ pub fn transpose_adjacent_digits(id: &str, rng: &mut impl Rng) -> String {
 /// Replaces one random ASCII digit with a different digit. Unchanged if there are no digits.
 pub fn substitute_one_digit(id: &str, rng: &mut impl Rng) -> String {
     let mut chars: Vec<char> = id.chars().collect();
-    let digits: Vec<usize> = chars
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.is_ascii_digit())
-        .map(|(i, _)| i)
-        .collect();
+    let digits: Vec<usize> =
+        chars.iter().enumerate().filter(|(_, c)| c.is_ascii_digit()).map(|(i, _)| i).collect();
     if digits.is_empty() {
         return id.to_owned();
     }
@@ -141,25 +137,16 @@ mod tests {
         assert_eq!(homophone_typo("张三", &mut rng), None);
         assert_eq!(homophone_typo("", &mut rng), None);
         let typo = homophone_typo("张伟", &mut rng);
-        assert!(
-            matches!(typo.as_deref(), Some("张玮" | "张炜" | "张韦" | "张纬")),
-            "{typo:?}"
-        );
+        assert!(matches!(typo.as_deref(), Some("张玮" | "张炜" | "张韦" | "张纬")), "{typo:?}");
         let young = CitizenId::from_parts("110105", date!(2005 - 01 - 01), 10);
         assert_eq!(young.as_ref().and_then(to_legacy_15), None);
         let old = CitizenId::from_parts("110105", date!(1949 - 12 - 31), 2);
-        assert_eq!(
-            old.as_ref().and_then(to_legacy_15).as_deref(),
-            Some("110105491231002")
-        );
+        assert_eq!(old.as_ref().and_then(to_legacy_15).as_deref(), Some("110105491231002"));
     }
 
     fn arb_simplified_name() -> impl Strategy<Value = String> {
-        let pool: Vec<char> = "张王李赵陈刘黄欧阳伟丽华国军杰胜强静敏明芳娜磊龙凤兰钟范后"
-            .chars()
-            .collect();
-        proptest::collection::vec(proptest::sample::select(pool), 1..5)
-            .prop_map(|v| v.into_iter().collect())
+        let pool: Vec<char> = "张王李赵陈刘黄欧阳伟丽华国军杰胜强静敏明芳娜磊龙凤兰钟范后".chars().collect();
+        proptest::collection::vec(proptest::sample::select(pool), 1..5).prop_map(|v| v.into_iter().collect())
     }
 
     proptest! {

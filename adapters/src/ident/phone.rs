@@ -102,11 +102,7 @@ fn is_separator(c: char) -> bool {
 /// (for 13-digit mobiles) bare `86` country code. With an explicit country code the trunk `0` of a
 /// landline is often dropped (`+86 10 12345678`), so it is restored. Extensions are not supported.
 pub fn parse_phone(raw: &str) -> Result<Phone, PhoneError> {
-    let cleaned: String = raw
-        .chars()
-        .map(fold_width_char)
-        .filter(|&c| !is_separator(c))
-        .collect();
+    let cleaned: String = raw.chars().map(fold_width_char).filter(|&c| !is_separator(c)).collect();
     if cleaned.is_empty() {
         return Err(PhoneError::Empty);
     }
@@ -114,9 +110,7 @@ pub fn parse_phone(raw: &str) -> Result<Phone, PhoneError> {
         Some(rest) => {
             if !rest.starts_with("86") {
                 if let Some(position) = rest.chars().position(|c| !c.is_ascii_digit()) {
-                    return Err(PhoneError::BadCharacter {
-                        position: position + 1,
-                    });
+                    return Err(PhoneError::BadCharacter { position: position + 1 });
                 }
                 return Err(PhoneError::BadPrefix);
             }
@@ -126,9 +120,7 @@ pub fn parse_phone(raw: &str) -> Result<Phone, PhoneError> {
     };
     if let Some(position) = digits.chars().position(|c| !c.is_ascii_digit()) {
         let offset = cleaned.chars().count() - digits.chars().count();
-        return Err(PhoneError::BadCharacter {
-            position: position + offset,
-        });
+        return Err(PhoneError::BadCharacter { position: position + offset });
     }
     if !international {
         if let Some(rest) = digits.strip_prefix("0086") {
@@ -142,9 +134,7 @@ pub fn parse_phone(raw: &str) -> Result<Phone, PhoneError> {
     let bytes = digits.as_bytes();
     match bytes.first() {
         None => Err(PhoneError::BadLength { len: 0 }),
-        Some(b'1') if len == 11 && matches!(bytes.get(1), Some(b'3'..=b'9')) => {
-            Ok(Phone(digits.to_owned()))
-        }
+        Some(b'1') if len == 11 && matches!(bytes.get(1), Some(b'3'..=b'9')) => Ok(Phone(digits.to_owned())),
         // After a country code, `10…` is Beijing's area code without its trunk 0.
         Some(b'1') if international && len != 11 => landline(format!("0{digits}")),
         Some(b'1') if len != 11 => Err(PhoneError::BadLength { len }),
@@ -177,9 +167,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn ok(raw: &str) -> String {
-        parse_phone(raw)
-            .map(Phone::into_string)
-            .unwrap_or_else(|e| panic!("{raw}: {e}"))
+        parse_phone(raw).map(Phone::into_string).unwrap_or_else(|e| panic!("{raw}: {e}"))
     }
 
     #[test]
@@ -198,10 +186,7 @@ mod tests {
         ] {
             assert_eq!(ok(raw), "13800138000", "{raw}");
         }
-        assert_eq!(
-            parse_phone("13800138000").map(|p| p.kind()),
-            Ok(PhoneKind::Mobile)
-        );
+        assert_eq!(parse_phone("13800138000").map(|p| p.kind()), Ok(PhoneKind::Mobile));
     }
 
     #[test]
@@ -211,34 +196,19 @@ mod tests {
         assert_eq!(ok("（0871）6543210"), "08716543210");
         assert_eq!(ok("+86 10 12345678"), "01012345678");
         assert_eq!(ok("0086-755-12345678"), "075512345678");
-        assert_eq!(
-            parse_phone("010-12345678").map(|p| p.kind()),
-            Ok(PhoneKind::Landline)
-        );
+        assert_eq!(parse_phone("010-12345678").map(|p| p.kind()), Ok(PhoneKind::Landline));
     }
 
     #[test]
     fn errors() {
         assert_eq!(parse_phone("  "), Err(PhoneError::Empty));
-        assert_eq!(
-            parse_phone("1380013800"),
-            Err(PhoneError::BadLength { len: 10 })
-        );
+        assert_eq!(parse_phone("1380013800"), Err(PhoneError::BadLength { len: 10 }));
         assert_eq!(parse_phone("12800138000"), Err(PhoneError::BadPrefix));
-        assert_eq!(
-            parse_phone("12345678"),
-            Err(PhoneError::BadLength { len: 8 })
-        );
+        assert_eq!(parse_phone("12345678"), Err(PhoneError::BadLength { len: 8 }));
         assert_eq!(parse_phone("22345678"), Err(PhoneError::BadPrefix));
         assert_eq!(parse_phone("+1 415 555 0100"), Err(PhoneError::BadPrefix));
-        assert_eq!(
-            parse_phone("138001380o0"),
-            Err(PhoneError::BadCharacter { position: 9 })
-        );
-        assert_eq!(
-            parse_phone("+86138x"),
-            Err(PhoneError::BadCharacter { position: 6 })
-        );
+        assert_eq!(parse_phone("138001380o0"), Err(PhoneError::BadCharacter { position: 9 }));
+        assert_eq!(parse_phone("+86138x"), Err(PhoneError::BadCharacter { position: 6 }));
         assert_eq!(parse_phone("0012345678"), Err(PhoneError::BadPrefix));
         assert_eq!(parse_phone("010123"), Err(PhoneError::BadLength { len: 6 }));
         assert!(!format!("{:?}", parse_phone("13800138000")).contains("0013"));

@@ -15,9 +15,7 @@ use super::clean_code;
 /// 1, 0, 2, 5 and U when read aloud or handwritten.
 const ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
 /// GB 32100 weights, 3^(i-1) mod 31.
-const WEIGHTS: [u32; 17] = [
-    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-];
+const WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
 
 /// A USCI that passed the character set and check character tests; always 18 upper-case characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -39,10 +37,7 @@ pub enum UsciError {
 }
 
 fn code_value(c: u8) -> Option<u32> {
-    ALPHABET
-        .iter()
-        .position(|&a| a == c)
-        .and_then(|p| u32::try_from(p).ok())
+    ALPHABET.iter().position(|&a| a == c).and_then(|p| u32::try_from(p).ok())
 }
 
 /// GB 32100 check character for the first 17 characters; `None` if any of them is outside the code
@@ -68,10 +63,7 @@ pub fn parse_usci(raw: &str) -> Result<Usci, UsciError> {
     if len != 18 {
         return Err(UsciError::BadLength { len });
     }
-    if let Some(position) = cleaned
-        .chars()
-        .position(|c| !c.is_ascii() || code_value(c as u8).is_none())
-    {
+    if let Some(position) = cleaned.chars().position(|c| !c.is_ascii() || code_value(c as u8).is_none()) {
         return Err(UsciError::BadCharacter { position });
     }
     let bytes = cleaned.as_bytes();
@@ -179,36 +171,18 @@ mod tests {
             "９１３５０１００Ｍ０００１００Ｙ４３",
             "９１３５０１００ｍ０００１００ｙ４３",
         ] {
-            assert_eq!(
-                parse_usci(raw).map(Usci::into_string),
-                Ok(EXAMPLE.to_owned())
-            );
+            assert_eq!(parse_usci(raw).map(Usci::into_string), Ok(EXAMPLE.to_owned()));
         }
     }
 
     #[test]
     fn errors() {
         assert_eq!(parse_usci(" "), Err(UsciError::Empty));
-        assert_eq!(
-            parse_usci("91350100M000100Y4"),
-            Err(UsciError::BadLength { len: 17 })
-        );
-        assert_eq!(
-            parse_usci("91350100M000100Y44"),
-            Err(UsciError::BadCheckCharacter)
-        );
-        assert_eq!(
-            parse_usci("91350100MO00100Y43"),
-            Err(UsciError::BadCharacter { position: 9 })
-        );
-        assert_eq!(
-            parse_usci("I1350100M000100Y43"),
-            Err(UsciError::BadCharacter { position: 0 })
-        );
-        assert_eq!(
-            parse_usci("91350100M000100Y4张"),
-            Err(UsciError::BadCharacter { position: 17 })
-        );
+        assert_eq!(parse_usci("91350100M000100Y4"), Err(UsciError::BadLength { len: 17 }));
+        assert_eq!(parse_usci("91350100M000100Y44"), Err(UsciError::BadCheckCharacter));
+        assert_eq!(parse_usci("91350100MO00100Y43"), Err(UsciError::BadCharacter { position: 9 }));
+        assert_eq!(parse_usci("I1350100M000100Y43"), Err(UsciError::BadCharacter { position: 0 }));
+        assert_eq!(parse_usci("91350100M000100Y4张"), Err(UsciError::BadCharacter { position: 17 }));
         assert_eq!(usci_check_char(b"91350100m000100Y4"), None);
         let msg = parse_usci("91350100M000100Y44").map_err(|e| e.to_string());
         assert!(!msg.err().unwrap_or_default().contains("350100"));

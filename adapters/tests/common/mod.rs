@@ -33,11 +33,7 @@ pub async fn pg_url() -> Option<String> {
 /// A schema prefix unique to this process and call, e.g. `fedx_t1234_7_`.
 pub fn unique_prefix() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "fedx_t{}_{}_",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("fedx_t{}_{}_", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Drops the five department schemas under `prefix`.
@@ -59,10 +55,7 @@ where
 {
     let Some(url) = pg_url().await else { return };
     let prefix = unique_prefix();
-    let set = SourceLocationSet::Postgres {
-        url: url.clone(),
-        schema_prefix: prefix.clone(),
-    };
+    let set = SourceLocationSet::Postgres { url: url.clone(), schema_prefix: prefix.clone() };
     let result = std::panic::AssertUnwindSafe(body(set)).catch_unwind().await;
     drop_schemas(&url, &prefix).await;
     if let Err(p) = result {

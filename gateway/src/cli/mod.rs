@@ -1,7 +1,9 @@
 //! The `fedx` command line: running the gateway and the administrators' and auditors' tools.
 
 mod certs;
+mod identity;
 mod serve;
+mod sources;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +50,12 @@ enum Command {
     /// Manage department certificates.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Load department source data: synthetic populations and CSV exports.
+    #[command(subcommand)]
+    Sources(sources::SourcesCommand),
+    /// Identity resolution tools: evaluation against a ground truth.
+    #[command(subcommand)]
+    Identity(identity::IdentityCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -112,6 +120,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { listen } => serve::serve(load(listen)?).await,
         Command::Demo { listen } => serve::demo(load(listen)?).await,
         Command::Certs(command) => certs::run(command, load(None)?).await,
+        Command::Sources(command) => sources::run(command, load(None)?).await,
+        Command::Identity(command) => identity::run(command, load(None)?).await,
         Command::Config(ConfigCommand::Check) => {
             let config = load(None)?;
             println!("configuration is valid\n");

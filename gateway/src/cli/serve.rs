@@ -1,5 +1,7 @@
 //! `fedx serve` and `fedx demo`.
 
+use fedx_adapters::{Department, SeedOptions, SourceLocationSet};
+
 use crate::authn::Role;
 use crate::config::Config;
 use crate::pki::{self, CertRequest, PkiPaths, Validity};
@@ -49,6 +51,7 @@ pub async fn demo(config: Config) -> anyhow::Result<()> {
         pki::init(&paths, &config)?;
         println!("created a development PKI in {}", paths.dir.display());
     }
+    seed_demo_sources(&config).await?;
     let store = Store::open(&config.database_url()).await?;
     let registry = config.department_registry()?;
     let existing = store.certificates().await?;
@@ -90,4 +93,25 @@ pub async fn demo(config: Config) -> anyhow::Result<()> {
         println!("Certificates for the other demo departments are in {}.", paths.issued_dir().display());
     }
     serve(config).await
+}
+
+/// Workers in the demo population: enough for namesakes and realistic noise, seeded in seconds.
+const DEMO_WORKERS: u64 = 10_000;
+
+/// Seeds the embedded (SQLite) department sources on first run; never touches existing data or a
+/// PostgreSQL source deployment.
+async fn seed_demo_sources(config: &Config) -> anyhow::Result<()> {
+    let locations = config.source_locations();
+    let SourceLocationSet::SqliteDir(dir) = &locations else {
+        println!("sources are on PostgreSQL: the demo does not seed them (use `fedx sources seed`)");
+        return Ok(());
+    };
+    if Department::ALL.iter().any(|dept| dir.join(format!("{}.db", dept.code())).exists()) {
+        return Ok(());
+    }
+    println!("seeding a demo population of {DEMO_WORKERS} workers into {}", dir.display());
+    let options = SeedOptions { progress: true, ..SeedOptions::new(DEMO_WORKERS, 1) };
+    let report = fedx_adapters::seed(&options, &locations, &config.data_dir.join("truth.jsonl")).await?;
+    println!("seeded {} rows in {:.1} s", report.total_rows(), report.elapsed.as_secs_f64());
+    Ok(())
 }

@@ -32,6 +32,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("the gateway store is unavailable")]
     StoreUnavailable,
+    /// None of the sources a request needs answered (department codes, never personal data).
+    #[error("no department source answered: {}", .0.join(", "))]
+    SourcesUnavailable(Vec<String>),
 }
 
 impl ApiError {
@@ -46,6 +49,7 @@ impl ApiError {
             ApiError::InvalidArgument(_) => ErrorReason::InvalidRequest,
             ApiError::NotFound(_) => ErrorReason::ResourceNotFound,
             ApiError::StoreUnavailable => ErrorReason::StoreUnavailable,
+            ApiError::SourcesUnavailable(_) => ErrorReason::SourcesUnavailable,
         }
     }
 
@@ -58,7 +62,7 @@ impl ApiError {
             ApiError::UnknownMethod(_) | ApiError::NotImplemented { .. } => Code::Unimplemented,
             ApiError::InvalidArgument(_) => Code::InvalidArgument,
             ApiError::NotFound(_) => Code::NotFound,
-            ApiError::StoreUnavailable => Code::Unavailable,
+            ApiError::StoreUnavailable | ApiError::SourcesUnavailable(_) => Code::Unavailable,
         }
     }
 
@@ -72,6 +76,9 @@ impl ApiError {
             ApiError::CertificateRevoked { serial } | ApiError::CertificateExpired { serial } => {
                 HashMap::from([("serial".to_owned(), serial.clone())])
             }
+            ApiError::SourcesUnavailable(departments) => {
+                HashMap::from([("departments".to_owned(), departments.join(","))])
+            }
             _ => HashMap::new(),
         }
     }
@@ -81,7 +88,7 @@ impl From<ApiError> for Status {
     fn from(error: ApiError) -> Status {
         let mut details =
             ErrorDetails::with_error_info(error.reason().as_str_name(), ERROR_DOMAIN, error.metadata());
-        if let ApiError::StoreUnavailable = error {
+        if let ApiError::StoreUnavailable | ApiError::SourcesUnavailable(_) = error {
             details.set_retry_info(Some(std::time::Duration::from_secs(1)));
         }
         if let ApiError::InvalidArgument(violations) = &error {

@@ -35,7 +35,6 @@ const fn method(path: &'static str, roles: &'static [Role], availability: Availa
 
 use Availability::{Implemented, Planned};
 
-const IDENTITY: Availability = Planned("identity resolution is not implemented in this release");
 const VIEWS: Availability = Planned("worker views are not implemented in this release");
 const VERIFY: Availability = Planned("joint verification is not implemented in this release");
 const CONSENT: Availability = Planned("consent management is not implemented in this release");
@@ -51,7 +50,7 @@ pub const METHODS: &[MethodSpec] = &[
     method("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", ANY, Implemented),
     method("/fedx.v1.GatewayService/WhoAmI", ANY, Implemented),
     method("/fedx.v1.GatewayService/GetSigningKeys", ANY, KEYS),
-    method("/fedx.v1.IdentityService/ResolveIdentity", CONSUMER, IDENTITY),
+    method("/fedx.v1.IdentityService/ResolveIdentity", CONSUMER, Implemented),
     method("/fedx.v1.WorkerViewService/GetWorkerView", CONSUMER, VIEWS),
     method("/fedx.v1.VerificationService/JointVerify", CONSUMER, VERIFY),
     method("/fedx.v1.VerificationService/BatchVerify", CONSUMER, VERIFY),

@@ -6,6 +6,7 @@ pub mod authz;
 pub mod convert;
 pub mod error;
 pub mod gateway;
+pub mod identity;
 pub mod methods;
 
 use fedx_proto::v1 as pb;
@@ -22,7 +23,6 @@ use authz::AuthLayer;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Planned;
 
-impl pb::identity_service_server::IdentityService for Planned {}
 impl pb::worker_view_service_server::WorkerViewService for Planned {}
 impl pb::verification_service_server::VerificationService for Planned {}
 impl pb::consent_service_server::ConsentService for Planned {}
@@ -67,7 +67,12 @@ pub async fn router(state: GatewayState) -> GatewayRouter {
             pb::admin_service_server::AdminServiceServer::new(admin::AdminSvc::new(state.clone()))
                 .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
         )
-        .add_service(pb::identity_service_server::IdentityServiceServer::new(Planned))
+        .add_service(
+            pb::identity_service_server::IdentityServiceServer::new(identity::IdentitySvc::new(
+                state.clone(),
+            ))
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        )
         .add_service(pb::worker_view_service_server::WorkerViewServiceServer::new(Planned))
         .add_service(pb::verification_service_server::VerificationServiceServer::new(Planned))
         .add_service(pb::consent_service_server::ConsentServiceServer::new(Planned))
