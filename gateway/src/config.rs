@@ -54,10 +54,10 @@ pub struct TlsConfig {
     /// Handshakes allowed in flight at once; further connections wait in the accept backlog.
     pub max_concurrent_handshakes: usize,
     /// A client that has not completed its handshake in this time is dropped.
-    #[serde(with = "humantime_secs")]
+    #[serde(with = "duration_secs")]
     pub handshake_timeout: Duration,
     /// How often the gateway re-reads the revocation registry and the CRL file.
-    #[serde(with = "humantime_secs")]
+    #[serde(with = "duration_secs")]
     pub revocation_poll_interval: Duration,
 }
 
@@ -70,7 +70,7 @@ pub struct SourcesConfig {
     /// Schema name prefix on PostgreSQL: `<prefix><department code>`.
     pub schema_prefix: String,
     /// Per-source deadline for one look-up or fact fetch; a source that misses it counts as unavailable.
-    #[serde(with = "humantime_secs")]
+    #[serde(with = "duration_secs")]
     pub timeout: Duration,
 }
 
@@ -93,7 +93,7 @@ pub struct Department {
 }
 
 /// Durations in the file are written as seconds (fractions allowed), e.g. `handshake_timeout = 5`.
-mod humantime_secs {
+pub(crate) mod duration_secs {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -157,13 +157,13 @@ pub struct IdentityConfig {
     pub max_name_weight: f64,
     /// Seconds one resolution may take end to end (both look-up rounds); sources still answering then
     /// are reported unavailable. Each source call is also bounded by `sources.timeout`.
-    #[serde(with = "secs")]
+    #[serde(with = "crate::config::duration_secs")]
     pub deadline: std::time::Duration,
     /// Resolutions kept in the cache (0 disables it).
     pub cache_capacity: usize,
     /// Seconds a cached resolution is reused. Short: sources change, and consent-bound callers must
     /// not see a stale link for long.
-    #[serde(with = "secs")]
+    #[serde(with = "crate::config::duration_secs")]
     pub cache_ttl: std::time::Duration,
     /// Identifier of the current worker-reference key (minted refs carry it as `worker_ref_key_id`).
     /// Env: FEDX_WORKER_REF_KEY_ID.
@@ -196,21 +196,6 @@ impl Default for IdentityConfig {
             previous_worker_ref_keys: Default::default(),
             m_u: MuTable::default(),
         }
-    }
-}
-
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }
 
