@@ -212,6 +212,20 @@ pub(crate) async fn open_for_write(
     Ok(db)
 }
 
+/// Brings an existing department database up to the current schema: creates missing tables and
+/// indexes (idempotent; existing rows untouched). Needed after an upgrade that adds an index the
+/// look-ups name — e.g. data seeded before the person-key indexes gained the record key.
+pub async fn migrate_schema(dept: Department, loc: &SourceLocation) -> Result<(), DbError> {
+    let db = open_for_write(loc, Access::Write, Duration::from_secs(30)).await?;
+    let mut conn = db.pool.acquire().await?;
+    let tables = crate::sql_source::tables(dept);
+    create_tables(&mut conn, tables).await?;
+    create_indexes(&mut conn, tables).await?;
+    drop(conn);
+    db.pool.close().await;
+    Ok(())
+}
+
 /// Removes a department's existing data so a seed starts from nothing.
 pub(crate) async fn wipe(loc: &SourceLocation) -> Result<(), DbError> {
     match loc {
@@ -295,6 +309,26 @@ pub(crate) async fn read_as_of(pool: &AnyPool) -> Result<Option<OffsetDateTime>,
     Ok(row
         .and_then(|r| r.try_get::<String, _>(0).ok())
         .and_then(|s| OffsetDateTime::parse(&s, &Rfc3339).ok()))
+}
+
+/// Whether `table` already holds a row with these values in `columns` (a unique key). Used by imports to
+/// report a clash with existing data as a bad row, with its line number, instead of a failed commit.
+pub(crate) async fn key_exists(
+    conn: &mut AnyConnection,
+    table: &TableSpec,
+    columns: &[&str],
+    values: &[&Value],
+) -> Result<bool, sqlx::Error> {
+    let filter: Vec<String> = columns.iter().enumerate().map(|(i, c)| format!("{c} = ${}", i + 1)).collect();
+    let sql = format!("SELECT 1 FROM {} WHERE {} LIMIT 1", table.name, filter.join(" AND "));
+    let mut q = sqlx::query(&sql);
+    for v in values {
+        q = match v {
+            Value::Text(t) => q.bind(t.clone()),
+            Value::Int(i) => q.bind(*i),
+        };
+    }
+    Ok(q.fetch_optional(&mut *conn).await?.is_some())
 }
 
 /// Largest number of bind parameters per statement: under SQLite's 32766 and PostgreSQL's 65535.

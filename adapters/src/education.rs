@@ -37,6 +37,7 @@ pub static STUDENT: TableSpec = TableSpec {
         col("guardian_relation", Kind::OneOf(RELATIONS), false, "Relation of the guardian to the child."),
     ],
     person: Some(PersonKeys {
+        record_key: "student_no",
         prefix: "guardian_",
         id: Some("guardian_id"),
         name: Some("guardian_name"),
@@ -50,13 +51,7 @@ pub static STUDENT: TableSpec = TableSpec {
 pub(crate) static SPEC: DeptSpec = DeptSpec {
     dept: Department::Education,
     tables: &[&STUDENT],
-    candidates: &[CandidateTable {
-        table: "student",
-        key_col: "student_no",
-        prefix: "guardian_",
-        region_col: Some("school_region"),
-        usci: None,
-    }],
+    candidates: &[CandidateTable { table: &STUDENT, region_col: Some("school_region"), usci: None }],
     categories: &[FactCategory::Enrolment],
     facts,
 };

@@ -3,8 +3,10 @@
 //!
 //! Every row is validated against the table's spec (the same one that drives the schema and
 //! SOURCES.md) before anything is written. Bad rows are reported with their line number and the reason,
-//! naming the column but never echoing the value (it may be an ID number or a name). The write is one
-//! transaction: either the whole file is in, or nothing changed.
+//! naming the column but never echoing the value (it may be an ID number or a name). A row whose unique
+//! key is already in the database is a bad row too, found inside the write transaction. The write is
+//! one transaction: either the whole file (or, with `--skip-bad`, all its good rows) is in, or nothing
+//! changed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -106,13 +108,27 @@ fn header_map(spec: &TableSpec, header: &csv::StringRecord) -> Result<Vec<Option
         .collect()
 }
 
-/// Columns of the table's unique indexes, for catching duplicate keys inside the file.
-fn unique_keys(spec: &TableSpec) -> Vec<Vec<usize>> {
+/// A unique index of the table: its declared column list and the positions of those columns.
+struct UniqueKey {
+    columns: &'static str,
+    positions: Vec<usize>,
+}
+
+impl UniqueKey {
+    fn names(&self) -> Vec<&'static str> {
+        self.columns.split(',').map(str::trim).collect()
+    }
+}
+
+/// The table's unique indexes, for catching duplicate keys inside the file and against the database.
+fn unique_keys(spec: &TableSpec) -> Vec<UniqueKey> {
     spec.indexes
         .iter()
         .filter(|i| i.unique)
         .filter_map(|i| {
-            i.columns.split(',').map(|c| spec.column_index(c.trim())).collect::<Option<Vec<usize>>>()
+            let positions =
+                i.columns.split(',').map(|c| spec.column_index(c.trim())).collect::<Option<Vec<usize>>>()?;
+            Some(UniqueKey { columns: i.columns, positions })
         })
         .collect()
 }
@@ -149,7 +165,8 @@ pub async fn import_csv(
     let map = header_map(spec, &header)?;
     let keys = unique_keys(spec);
     let mut seen: Vec<HashMap<String, u64>> = vec![HashMap::new(); keys.len()];
-    let mut good: Vec<Vec<Value>> = Vec::new();
+    // Good rows with their line (and, for the rejects file, their original cells).
+    let mut good: Vec<(u64, Vec<Value>, Option<csv::StringRecord>)> = Vec::new();
     let mut bad: Vec<(BadRow, Option<csv::StringRecord>)> = Vec::new();
     let mut total_bad = 0u64;
     let mut rows_read = 0u64;
@@ -187,19 +204,16 @@ pub async fn import_csv(
                 .map(|m| m.and_then(|i| record.get(i)).filter(|v| !v.trim().is_empty()).map(str::to_owned))
                 .collect();
             spec.prepare(raw).map_err(|e| e.to_string()).and_then(|row| {
-                for (k, cols) in keys.iter().enumerate() {
-                    if let Some(first) = seen[k].insert(key_of(&row, cols), line) {
-                        return Err(format!(
-                            "duplicate key ({}) already on line {first}",
-                            spec.indexes.iter().filter(|i| i.unique).nth(k).map_or("", |i| i.columns)
-                        ));
+                for (k, key) in keys.iter().enumerate() {
+                    if let Some(first) = seen[k].insert(key_of(&row, &key.positions), line) {
+                        return Err(format!("duplicate key ({}) already on line {first}", key.columns));
                     }
                 }
                 Ok(row)
             })
         };
         match result {
-            Ok(row) => good.push(row),
+            Ok(row) => good.push((line, row, keep_records.then(|| record.clone()))),
             Err(reason) => {
                 total_bad += 1;
                 if keep_records || bad.len() < MAX_REPORTED_BAD_ROWS {
@@ -209,19 +223,9 @@ pub async fn import_csv(
         }
     }
 
-    let rejects_path = match &mode {
-        ImportMode::AllOrNothing if total_bad > 0 => {
-            return Err(ImportError::BadRows {
-                rows: bad.into_iter().map(|b| b.0).take(MAX_REPORTED_BAD_ROWS).collect(),
-                total: total_bad,
-            });
-        }
-        ImportMode::AllOrNothing => None,
-        ImportMode::SkipBad { rejects } => {
-            write_rejects(rejects, &header, &bad)?;
-            Some(rejects.clone())
-        }
-    };
+    if matches!(mode, ImportMode::AllOrNothing) && total_bad > 0 {
+        return Err(bad_rows(bad, total_bad));
+    }
 
     // 2. One transaction: the file's rows and the new snapshot time, or nothing.
     let db = db::open_for_write(location, Access::Write, Duration::from_secs(30)).await?;
@@ -229,7 +233,35 @@ pub async fn import_csv(
     db::create_tables(&mut conn, specs).await?;
     db::create_indexes(&mut conn, specs).await?;
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let imported = db::insert_rows(&mut tx, spec, good).await?;
+
+    // Rows whose key the database already holds are bad rows like any other.
+    let mut rows = Vec::with_capacity(good.len());
+    for (line, row, record) in good {
+        match clash_with_database(&mut tx, spec, &keys, &row).await? {
+            None => rows.push(row),
+            Some(columns) => {
+                total_bad += 1;
+                if keep_records || bad.len() < MAX_REPORTED_BAD_ROWS {
+                    let reason = format!("duplicate key ({columns}) already in the database");
+                    bad.push((BadRow { line, reason }, record));
+                }
+            }
+        }
+    }
+    bad.sort_by_key(|b| b.0.line);
+    let rejects_path = match &mode {
+        ImportMode::AllOrNothing if total_bad > 0 => {
+            tx.rollback().await?;
+            return Err(bad_rows(bad, total_bad));
+        }
+        ImportMode::AllOrNothing => None,
+        ImportMode::SkipBad { rejects } => {
+            // Before the commit: if the rejects cannot be written, nothing is imported either.
+            write_rejects(rejects, &header, &bad)?;
+            Some(rejects.clone())
+        }
+    };
+    let imported = db::insert_rows(&mut tx, spec, rows).await?;
     db::write_meta(&mut tx, dept, OffsetDateTime::now_utc()).await?;
     tx.commit().await?;
     drop(conn);
@@ -243,6 +275,26 @@ pub async fn import_csv(
         rows_rejected: total_bad,
         rejects_path,
     })
+}
+
+fn bad_rows(bad: Vec<(BadRow, Option<csv::StringRecord>)>, total: u64) -> ImportError {
+    ImportError::BadRows { rows: bad.into_iter().map(|b| b.0).take(MAX_REPORTED_BAD_ROWS).collect(), total }
+}
+
+/// The first unique key of `row` that the table already holds, if any.
+async fn clash_with_database(
+    conn: &mut sqlx::AnyConnection,
+    spec: &TableSpec,
+    keys: &[UniqueKey],
+    row: &[Value],
+) -> Result<Option<&'static str>, sqlx::Error> {
+    for key in keys {
+        let values: Vec<&Value> = key.positions.iter().map(|&p| &row[p]).collect();
+        if db::key_exists(conn, spec, &key.names(), &values).await? {
+            return Ok(Some(key.columns));
+        }
+    }
+    Ok(None)
 }
 
 fn csv_io(e: csv::Error) -> ImportError {

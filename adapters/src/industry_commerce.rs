@@ -27,6 +27,7 @@ pub static ENTERPRISE: TableSpec = TableSpec {
         col("established_on", Kind::Date, false, "成立日期."),
     ],
     person: Some(PersonKeys {
+        record_key: "usci",
         prefix: "rep_",
         id: Some("legal_rep_id"),
         name: Some("legal_rep_name"),
@@ -52,6 +53,7 @@ pub static INDIVIDUAL_BUSINESS: TableSpec = TableSpec {
         col("established_on", Kind::Date, false, "成立日期."),
     ],
     person: Some(PersonKeys {
+        record_key: "usci",
         prefix: "operator_",
         id: Some("operator_id"),
         name: Some("operator_name"),
@@ -81,20 +83,8 @@ pub(crate) static SPEC: DeptSpec = DeptSpec {
     dept: Department::IndustryCommerce,
     tables: &[&ENTERPRISE, &INDIVIDUAL_BUSINESS, &ABNORMAL_LIST],
     candidates: &[
-        CandidateTable {
-            table: "enterprise",
-            key_col: "usci",
-            prefix: "rep_",
-            region_col: Some("region"),
-            usci: Some("usci"),
-        },
-        CandidateTable {
-            table: "individual_business",
-            key_col: "usci",
-            prefix: "operator_",
-            region_col: Some("region"),
-            usci: Some("usci"),
-        },
+        CandidateTable { table: &ENTERPRISE, region_col: Some("region"), usci: Some("usci") },
+        CandidateTable { table: &INDIVIDUAL_BUSINESS, region_col: Some("region"), usci: Some("usci") },
     ],
     categories: &[FactCategory::Enterprise, FactCategory::IndividualBusiness],
     facts,

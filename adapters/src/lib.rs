@@ -20,7 +20,7 @@ mod sql_source;
 pub mod table;
 pub mod tax;
 
-pub use db::{SourceLocation, SourceLocationSet, DEFAULT_SCHEMA_PREFIX};
+pub use db::{migrate_schema, SourceLocation, SourceLocationSet, DEFAULT_SCHEMA_PREFIX};
 pub use dept::Department;
 pub use generate::{seed, NoiseConfig, SeedError, SeedOptions, SeedReport, TruthRecord};
 pub use import::{import_csv, ImportError, ImportMode, ImportReport};

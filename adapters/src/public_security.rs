@@ -31,6 +31,7 @@ pub static PERSON: TableSpec = TableSpec {
         col("updated_on", Kind::Date, false, "Last change of the registration."),
     ],
     person: Some(PersonKeys {
+        record_key: "person_no",
         prefix: "",
         id: Some("citizen_id"),
         name: Some("name"),
@@ -64,13 +65,7 @@ pub static RESIDENCE_PERMIT: TableSpec = TableSpec {
 pub(crate) static SPEC: DeptSpec = DeptSpec {
     dept: Department::PublicSecurity,
     tables: &[&PERSON, &RESIDENCE_PERMIT],
-    candidates: &[CandidateTable {
-        table: "person",
-        key_col: "person_no",
-        prefix: "",
-        region_col: Some("hukou_region"),
-        usci: None,
-    }],
+    candidates: &[CandidateTable { table: &PERSON, region_col: Some("hukou_region"), usci: None }],
     categories: &[FactCategory::Identity, FactCategory::ResidencePermit],
     facts,
 };

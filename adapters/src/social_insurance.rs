@@ -36,6 +36,7 @@ pub static INSURED_PERSON: TableSpec = TableSpec {
         col("registered_on", Kind::Date, false, "参保登记日期."),
     ],
     person: Some(PersonKeys {
+        record_key: "si_no",
         prefix: "",
         id: Some("id_number"),
         name: Some("name"),
@@ -71,13 +72,7 @@ pub static CONTRIBUTION: TableSpec = TableSpec {
 pub(crate) static SPEC: DeptSpec = DeptSpec {
     dept: Department::SocialInsurance,
     tables: &[&INSURED_PERSON, &CONTRIBUTION],
-    candidates: &[CandidateTable {
-        table: "insured_person",
-        key_col: "si_no",
-        prefix: "",
-        region_col: Some("insured_region"),
-        usci: None,
-    }],
+    candidates: &[CandidateTable { table: &INSURED_PERSON, region_col: Some("insured_region"), usci: None }],
     categories: &[FactCategory::Employment, FactCategory::Contributions],
     facts,
 };

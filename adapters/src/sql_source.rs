@@ -18,16 +18,14 @@ use crate::source::{
     Candidate, Fact, FactCategory, Facts, IdQuality, LookupKey, RecordKey, Source, SourceError,
     MAX_CANDIDATES,
 };
-use crate::table::TableSpec;
+use crate::table::{PersonIndex, TableSpec};
 
 /// A table whose rows are candidates for a person (via its person-key columns) or an enterprise (via
 /// its USCI column).
 #[derive(Debug)]
 pub(crate) struct CandidateTable {
-    pub table: &'static str,
-    pub key_col: &'static str,
-    /// Prefix of the person-key columns (see [`crate::table::PersonKeys`]).
-    pub prefix: &'static str,
+    /// The table; its [`crate::table::PersonKeys`] give the record key and the person-key columns.
+    pub table: &'static TableSpec,
     pub region_col: Option<&'static str>,
     /// USCI column, for tables that answer [`LookupKey::Usci`].
     pub usci: Option<&'static str>,
@@ -67,34 +65,51 @@ pub fn tables(dept: Department) -> &'static [&'static TableSpec] {
     spec(dept).tables
 }
 
-/// Pre-built SQL for one candidate table.
+/// Pre-built SQL for one candidate table. A key the table cannot hold (no phone column, say) has no
+/// query: asking an index of NULLs is wasted work, and on SQLite it also skews the plan.
 struct LookupSql {
     table: &'static str,
-    by_id: String,
-    by_name_birth: String,
-    by_phone: String,
+    by_id: Option<String>,
+    by_name_birth: Option<String>,
+    by_phone: Option<String>,
     by_usci: Option<String>,
     name_count: String,
 }
 
 impl LookupSql {
-    fn new(c: &CandidateTable) -> Self {
-        let p = c.prefix;
+    /// `force_index`: name the index in the query (SQLite's `INDEXED BY`). SQLite's planner, told by
+    /// `ANALYZE` that an equality is unselective (a mostly-NULL column), prefers walking the primary key
+    /// in `ORDER BY` order over the whole table; naming the index rules that plan out. PostgreSQL keeps
+    /// NULL fractions in its statistics and reads the composite index in order on its own.
+    fn new(c: &CandidateTable, force_index: bool) -> Self {
+        let t = c.table;
+        let person = t.person.as_ref().expect("candidate tables declare person keys");
+        let p = person.prefix;
+        let k = person.record_key;
         let region = c.region_col.map_or_else(|| "CAST(NULL AS TEXT)".to_owned(), str::to_owned);
         let select = format!(
             "SELECT {k}, {p}id_norm, {p}id_quality, {p}name_norm, {p}birth_norm, {p}sex_norm, \
-             {p}phone_norm, {region} FROM {t}",
-            k = c.key_col,
-            t = c.table
+             {p}phone_norm, {region} FROM {name}",
+            name = t.name
         );
-        let tail = format!("ORDER BY {} LIMIT {MAX_CANDIDATES}", c.key_col);
+        let tail = format!("ORDER BY {k} LIMIT {MAX_CANDIDATES}");
+        let query = |which: PersonIndex, held: bool, filter: String| {
+            let (index, _) = t.person_index(which)?;
+            let hint = if force_index { format!(" INDEXED BY {index}") } else { String::new() };
+            held.then(|| format!("{select}{hint} WHERE {filter} {tail}"))
+        };
         LookupSql {
-            table: c.table,
-            by_id: format!("{select} WHERE {p}id_norm = $1 {tail}"),
-            by_name_birth: format!("{select} WHERE {p}name_norm = $1 AND {p}birth_norm = $2 {tail}"),
-            by_phone: format!("{select} WHERE {p}phone_norm = $1 {tail}"),
+            table: t.name,
+            by_id: query(PersonIndex::Id, person.id.is_some(), format!("{p}id_norm = $1")),
+            // Birth dates also come from the ID number, so a table with an ID column can answer this.
+            by_name_birth: query(
+                PersonIndex::NameBirth,
+                person.name.is_some(),
+                format!("{p}name_norm = $1 AND {p}birth_norm = $2"),
+            ),
+            by_phone: query(PersonIndex::Phone, person.phone.is_some(), format!("{p}phone_norm = $1")),
             by_usci: c.usci.map(|u| format!("{select} WHERE {u} = $1 {tail}")),
-            name_count: format!("SELECT COUNT(*) FROM {} WHERE {p}name_norm = $1", c.table),
+            name_count: format!("SELECT COUNT(*) FROM {} WHERE {p}name_norm = $1", t.name),
         }
     }
 }
@@ -125,7 +140,11 @@ pub async fn open_source(
         spec,
         pool: db.pool,
         timeout,
-        lookups: spec.candidates.iter().map(LookupSql::new).collect(),
+        lookups: spec
+            .candidates
+            .iter()
+            .map(|c| LookupSql::new(c, matches!(location, SourceLocation::Sqlite { .. })))
+            .collect(),
     }))
 }
 
@@ -187,16 +206,14 @@ impl SqlSource {
     async fn lookup_all(&self, key: &LookupKey) -> Result<Vec<Candidate>, sqlx::Error> {
         let mut out = Vec::new();
         for l in &self.lookups {
-            let q = match key {
-                LookupKey::CitizenId(id) => sqlx::query(&l.by_id).bind(id.as_str()),
-                LookupKey::NameBirth { name_norm, birth_date } => {
-                    sqlx::query(&l.by_name_birth).bind(name_norm.as_str()).bind(birth_date.to_string())
+            let q = match (key, &l.by_id, &l.by_name_birth, &l.by_phone, &l.by_usci) {
+                (LookupKey::CitizenId(id), Some(sql), ..) => sqlx::query(sql).bind(id.as_str()),
+                (LookupKey::NameBirth { name_norm, birth_date }, _, Some(sql), ..) => {
+                    sqlx::query(sql).bind(name_norm.as_str()).bind(birth_date.to_string())
                 }
-                LookupKey::Phone(p) => sqlx::query(&l.by_phone).bind(p.as_str()),
-                LookupKey::Usci(u) => match &l.by_usci {
-                    Some(sql) => sqlx::query(sql).bind(u.as_str()),
-                    None => continue,
-                },
+                (LookupKey::Phone(p), _, _, Some(sql), _) => sqlx::query(sql).bind(p.as_str()),
+                (LookupKey::Usci(u), .., Some(sql)) => sqlx::query(sql).bind(u.as_str()),
+                _ => continue,
             };
             let rows = q.fetch_all(&self.pool).await?;
             out.extend(rows.iter().map(|r| self.to_candidate(l.table, r)));
@@ -302,5 +319,71 @@ pub(crate) fn row_sex(r: &AnyRow, i: usize) -> Option<Sex> {
         "M" => Some(Sex::Male),
         "F" => Some(Sex::Female),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, Executor, Row};
+
+    use super::*;
+
+    /// Every prepared look-up is one index range read, in key order — even when the planner's statistics
+    /// claim the looked-up column is useless (a mostly-NULL column after `ANALYZE`), which is what once
+    /// made SQLite walk a whole table in key order to avoid sorting.
+    #[tokio::test]
+    async fn lookups_read_an_index_in_key_order_whatever_the_statistics() {
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect("sqlite::memory:").await.unwrap();
+        for dept in Department::ALL {
+            let spec = spec(dept);
+            db::create_tables(&mut conn, spec.tables).await.unwrap();
+            db::create_indexes(&mut conn, spec.tables).await.unwrap();
+        }
+        conn.execute("ANALYZE").await.unwrap();
+        // Worst-case statistics: a million rows, every person-key index unselective, the key unique.
+        for dept in Department::ALL {
+            for t in spec(dept).tables {
+                for sql in t.index_sql() {
+                    let name = sql.split(" ON ").next().and_then(|h| h.split(' ').next_back()).unwrap();
+                    let stat = if name.ends_with("_pk") { "1000000 1" } else { "1000000 1000000 1000000 1" };
+                    sqlx::query("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES ($1, $2, $3)")
+                        .bind(t.name)
+                        .bind(name)
+                        .bind(stat)
+                        .execute(&mut conn)
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        conn.execute("ANALYZE sqlite_schema").await.unwrap();
+
+        let mut checked = 0;
+        for dept in Department::ALL {
+            for c in spec(dept).candidates {
+                let l = LookupSql::new(c, true);
+                for sql in [&l.by_id, &l.by_name_birth, &l.by_phone].into_iter().flatten() {
+                    let explain = format!("EXPLAIN QUERY PLAN {sql}");
+                    let mut q = sqlx::query(&explain);
+                    for _ in 0..sql.matches('$').count() {
+                        q = q.bind("x");
+                    }
+                    let plan: Vec<String> = q
+                        .fetch_all(&mut conn)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|r| r.try_get::<String, _>(3).unwrap())
+                        .collect();
+                    let plan = plan.join(" | ");
+                    assert!(plan.starts_with("SEARCH") && plan.contains("INDEX"), "{sql}: {plan}");
+                    assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts: {plan}");
+                    checked += 1;
+                }
+            }
+        }
+        // 6 candidate tables; enterprises have no representative phone.
+        assert_eq!(checked, 17);
     }
 }

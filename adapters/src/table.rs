@@ -89,6 +89,10 @@ pub const fn col(name: &'static str, kind: Kind, required: bool, doc: &'static s
 /// indexes.
 #[derive(Debug, Clone, Copy)]
 pub struct PersonKeys {
+    /// The record's key column. Every person-key index ends with it, so a look-up's
+    /// `ORDER BY key LIMIT n` is read straight from the index: without it a planner that believes an
+    /// equality is unselective (a mostly-NULL column, say) walks the whole table in key order instead.
+    pub record_key: &'static str,
     /// Prefix of the derived columns (`""`, `"guardian_"`, `"operator_"`…).
     pub prefix: &'static str,
     pub id: Option<&'static str>,
@@ -103,6 +107,18 @@ pub struct PersonKeys {
 /// Suffixes of the derived person-key columns, in storage order.
 pub const PERSON_KEY_SUFFIXES: [&str; 6] =
     ["id_norm", "id_quality", "name_norm", "birth_norm", "sex_norm", "phone_norm"];
+
+/// The indexes candidate look-ups read, one per kind of person key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersonIndex {
+    Id,
+    NameBirth,
+    Phone,
+}
+
+impl PersonIndex {
+    pub const ALL: [PersonIndex; 3] = [PersonIndex::Id, PersonIndex::NameBirth, PersonIndex::Phone];
+}
 
 /// A secondary index declared by a table (person-key indexes are implicit).
 #[derive(Debug, Clone, Copy)]
@@ -174,6 +190,20 @@ impl TableSpec {
         format!("CREATE TABLE IF NOT EXISTS {} ({})", self.name, cols.join(", "))
     }
 
+    /// Name and columns of one of the table's person-key indexes (`None` for a table without person
+    /// keys). Each ends with the record key: see [`PersonKeys::record_key`].
+    pub fn person_index(&self, which: PersonIndex) -> Option<(String, String)> {
+        let p = self.person.as_ref()?;
+        let (pre, k, t) = (p.prefix, p.record_key, self.name);
+        Some(match which {
+            PersonIndex::Id => (format!("{t}_{pre}id_key"), format!("{pre}id_norm, {k}")),
+            PersonIndex::NameBirth => {
+                (format!("{t}_{pre}name_birth_key"), format!("{pre}name_norm, {pre}birth_norm, {k}"))
+            }
+            PersonIndex::Phone => (format!("{t}_{pre}phone_key"), format!("{pre}phone_norm, {k}")),
+        })
+    }
+
     /// `CREATE INDEX IF NOT EXISTS` statements: declared indexes plus the person-key indexes.
     pub fn index_sql(&self) -> Vec<String> {
         let mut out: Vec<String> = self
@@ -189,14 +219,10 @@ impl TableSpec {
                 )
             })
             .collect();
-        if let Some(p) = &self.person {
-            let t = self.name;
-            let pre = p.prefix;
-            out.push(format!("CREATE INDEX IF NOT EXISTS {t}_{pre}id_norm ON {t} ({pre}id_norm)"));
-            out.push(format!(
-                "CREATE INDEX IF NOT EXISTS {t}_{pre}name_birth ON {t} ({pre}name_norm, {pre}birth_norm)"
-            ));
-            out.push(format!("CREATE INDEX IF NOT EXISTS {t}_{pre}phone_norm ON {t} ({pre}phone_norm)"));
+        for which in PersonIndex::ALL {
+            if let Some((name, columns)) = self.person_index(which) {
+                out.push(format!("CREATE INDEX IF NOT EXISTS {name} ON {} ({columns})", self.name));
+            }
         }
         out
     }
@@ -270,6 +296,29 @@ fn validate(c: &Column, v: Option<String>) -> Result<Value, RowError> {
                 text(t.to_owned())
             } else {
                 Err(err("value not in the allowed set"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::dept::Department;
+    use crate::sql_source::tables;
+
+    /// SOURCES.md is written by hand; this keeps its index lists in step with the DDL.
+    #[test]
+    fn sources_md_names_every_index_with_its_columns() {
+        let doc = include_str!("../SOURCES.md");
+        for dept in Department::ALL {
+            for table in tables(dept) {
+                for sql in table.index_sql() {
+                    // "CREATE [UNIQUE ]INDEX IF NOT EXISTS <name> ON <table> (<columns>)"
+                    let name = sql.split(" ON ").next().and_then(|h| h.split(' ').next_back()).expect("name");
+                    let columns = sql.split_once('(').expect("column list").1.trim_end_matches(')');
+                    let documented = format!("`{name}` ({columns})");
+                    assert!(doc.contains(&documented), "SOURCES.md lacks {documented}");
+                }
             }
         }
     }

@@ -31,6 +31,7 @@ pub static TAXPAYER: TableSpec = TableSpec {
         col("registered_on", Kind::Date, false, "Registration date."),
     ],
     person: Some(PersonKeys {
+        record_key: "taxpayer_no",
         prefix: "",
         id: Some("id_number"),
         name: Some("name"),
@@ -61,13 +62,7 @@ pub static WITHHOLDING: TableSpec = TableSpec {
 pub(crate) static SPEC: DeptSpec = DeptSpec {
     dept: Department::Tax,
     tables: &[&TAXPAYER, &WITHHOLDING],
-    candidates: &[CandidateTable {
-        table: "taxpayer",
-        key_col: "taxpayer_no",
-        prefix: "",
-        region_col: None,
-        usci: None,
-    }],
+    candidates: &[CandidateTable { table: &TAXPAYER, region_col: None, usci: None }],
     categories: &[FactCategory::Employment],
     facts,
 };

@@ -68,12 +68,17 @@ async fn check_import(set: SourceLocationSet) {
     }
     assert_eq!(count(&loc).await, 2, "database unchanged");
 
-    // Re-importing existing keys violates the unique index: the transaction rolls back.
-    let err = import_csv(Department::PublicSecurity, "person", &good, &loc, ImportMode::AllOrNothing)
+    // Keys already in the database are bad rows with their line numbers; nothing is written.
+    let again = dir.path().join("again.csv");
+    write(&again, &[HEADER, "R8,11010519491231002X,周杰,男,1949-12-31,汉,110105,,,", GOOD_2]);
+    let err = import_csv(Department::PublicSecurity, "person", &again, &loc, ImportMode::AllOrNothing)
         .await
         .expect_err("duplicate keys");
-    assert!(matches!(err, ImportError::Db(_)), "{err}");
-    assert_eq!(count(&loc).await, 2, "database unchanged after a failed transaction");
+    let ImportError::BadRows { rows, total } = &err else { panic!("unexpected error {err}") };
+    assert_eq!(*total, 1);
+    assert_eq!(rows[0].line, 3);
+    assert!(rows[0].reason.contains("(person_no) already in the database"), "{}", rows[0].reason);
+    assert_eq!(count(&loc).await, 2, "database unchanged");
 
     // Duplicates inside one file are caught during validation, with the first line named.
     let dup = dir.path().join("dup.csv");
@@ -115,6 +120,26 @@ async fn check_import(set: SourceLocationSet) {
         .collect();
     assert_eq!(got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(), ["2", "4", "5"]);
     assert_eq!(count(&loc).await, 3);
+
+    // Skip-bad also sets aside rows whose key the database holds, in line order with the others.
+    let mixed = dir.path().join("mixed.csv");
+    write(&mixed, &[HEADER, GOOD_1, BAD_DATE, "R9,11010519491231002X,周杰,男,1949-12-31,汉,110105,,,"]);
+    let r = import_csv(
+        Department::PublicSecurity,
+        "person",
+        &mixed,
+        &loc,
+        ImportMode::SkipBad { rejects: rejects.clone() },
+    )
+    .await
+    .expect("skip-bad import with clashes");
+    assert_eq!((r.rows_read, r.rows_imported, r.rows_rejected), (3, 1, 2));
+    let mut rd = csv::Reader::from_path(&rejects).unwrap();
+    let got: Vec<(String, String)> =
+        rd.records().map(|r| r.unwrap()).map(|r| (r[0].to_owned(), r[1].to_owned())).collect();
+    assert_eq!(got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(), ["2", "3"]);
+    assert!(got[0].1.contains("already in the database"), "{}", got[0].1);
+    assert_eq!(count(&loc).await, 4);
 
     // Header problems.
     let unknown = dir.path().join("unknown.csv");

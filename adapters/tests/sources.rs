@@ -238,3 +238,25 @@ async fn sqlite_legacy_15_digit_ids_are_upgraded() {
 async fn postgres_legacy_15_digit_ids_are_upgraded() {
     common::with_pg(check_legacy).await;
 }
+
+/// Data seeded by an earlier version lacks an index the look-ups name: the source reports a backend
+/// error (not a wrong answer), and `migrate_schema` restores it without touching the rows.
+#[tokio::test]
+async fn sqlite_migrate_schema_restores_missing_lookup_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = SourceLocationSet::SqliteDir(dir.path().to_owned());
+    let truth = common::seed_world(&set, dir.path(), 50, NoiseConfig::none()).await;
+    let loc = set.for_dept(Department::PublicSecurity);
+    let db = dir.path().join("public_security.db");
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(db.to_str().unwrap()).await.unwrap();
+    sqlx::query("DROP INDEX person_id_key").execute(&mut conn).await.unwrap();
+    drop(conn);
+
+    let id = LookupKey::CitizenId(truth[0].citizen_id.clone());
+    let src = open_source(Department::PublicSecurity, &loc, Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(src.lookup(&id).await, Err(SourceError::Backend { .. })));
+
+    fedx_adapters::migrate_schema(Department::PublicSecurity, &loc).await.unwrap();
+    let src = open_source(Department::PublicSecurity, &loc, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(src.lookup(&id).await.unwrap().len(), 1);
+}

@@ -98,8 +98,8 @@ pub async fn demo(config: Config) -> anyhow::Result<()> {
 /// Workers in the demo population: enough for namesakes and realistic noise, seeded in seconds.
 const DEMO_WORKERS: u64 = 10_000;
 
-/// Seeds the embedded (SQLite) department sources on first run; never touches existing data or a
-/// PostgreSQL source deployment.
+/// Seeds the embedded (SQLite) department sources on first run; on later runs only migrates their
+/// schema. Never touches a PostgreSQL source deployment.
 async fn seed_demo_sources(config: &Config) -> anyhow::Result<()> {
     let locations = config.source_locations();
     let SourceLocationSet::SqliteDir(dir) = &locations else {
@@ -107,6 +107,10 @@ async fn seed_demo_sources(config: &Config) -> anyhow::Result<()> {
         return Ok(());
     };
     if Department::ALL.iter().any(|dept| dir.join(format!("{}.db", dept.code())).exists()) {
+        // Data from an earlier run, perhaps of an earlier version: add what this version's look-ups need.
+        for dept in Department::ALL {
+            fedx_adapters::migrate_schema(dept, &locations.for_dept(dept)).await?;
+        }
         return Ok(());
     }
     println!("seeding a demo population of {DEMO_WORKERS} workers into {}", dir.display());

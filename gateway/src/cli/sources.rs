@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use fedx_adapters::{import_csv, seed, Department, ImportError, ImportMode, NoiseConfig, SeedOptions};
+use fedx_adapters::{
+    import_csv, migrate_schema, seed, Department, ImportError, ImportMode, NoiseConfig, SeedOptions,
+};
 
 use crate::config::Config;
 
@@ -50,6 +52,9 @@ pub enum SourcesCommand {
         #[arg(long)]
         skip_bad: Option<PathBuf>,
     },
+    /// Bring existing department databases up to this version's schema (missing tables and indexes;
+    /// rows untouched). Run after upgrading fedx.
+    Migrate,
 }
 
 pub async fn run(command: SourcesCommand, config: Config) -> anyhow::Result<()> {
@@ -82,6 +87,12 @@ pub async fn run(command: SourcesCommand, config: Config) -> anyhow::Result<()> 
                 report.total_rows() as f64 / secs.max(1e-9),
                 report.truth_path.display()
             );
+        }
+        SourcesCommand::Migrate => {
+            for dept in Department::ALL {
+                migrate_schema(dept, &locations.for_dept(dept)).await?;
+                println!("{dept}: schema up to date");
+            }
         }
         SourcesCommand::Import { dept, table, csv, skip_bad } => {
             let dept: Department = dept.parse().map_err(|e| anyhow::anyhow!("--dept: {e}"))?;
