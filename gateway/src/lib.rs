@@ -1,6 +1,7 @@
 //! The fedx gateway library: everything the `fedx` binary runs, importable by the end-to-end tests.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod authn;
 pub mod cli;
 pub mod config;
@@ -8,6 +9,7 @@ pub mod identity;
 pub mod pki;
 pub mod rpc;
 pub mod server;
+pub mod signing;
 pub mod sources;
 pub mod store;
 pub mod tls;
