@@ -30,6 +30,10 @@ pub struct Config {
     pub sources: SourcesConfig,
     /// Identity resolution: thresholds, m/u overrides, worker-reference keys, cache.
     pub identity: crate::identity::IdentityConfig,
+    /// The exchange log: group commit, checkpoints, retention.
+    pub audit: crate::audit::AuditConfig,
+    /// The gateway's Ed25519 keys, which sign audit checkpoints and verification receipts.
+    pub signing: crate::signing::SigningConfig,
     /// Department registry: code → names and the roles its certificates may carry.
     pub departments: BTreeMap<String, Department>,
 }
@@ -119,6 +123,8 @@ impl Default for Config {
             tls: TlsConfig::default(),
             sources: SourcesConfig::default(),
             identity: crate::identity::IdentityConfig::default(),
+            audit: crate::audit::AuditConfig::default(),
+            signing: crate::signing::SigningConfig::default(),
             departments: default_departments(),
         }
     }
@@ -262,6 +268,9 @@ impl Config {
         if let Some(id) = get("FEDX_WORKER_REF_KEY_ID") {
             self.identity.worker_ref_key_id = id;
         }
+        if let Some(path) = get("FEDX_SIGNING_KEY_FILE") {
+            self.signing.key_file = Some(path.into());
+        }
         Ok(())
     }
 
@@ -299,6 +308,23 @@ impl Config {
             return invalid("pki.client_cert_days and pki.crl_validity_hours must be positive".into());
         }
         self.identity.validate().map_err(ConfigError::Invalid)?;
+        let audit = &self.audit;
+        if audit.max_batch == 0 || audit.max_pending == 0 || audit.checkpoint_every_records == 0 {
+            return invalid(
+                "audit.max_batch, audit.max_pending and audit.checkpoint_every_records must be positive"
+                    .into(),
+            );
+        }
+        if audit.checkpoint_interval.is_zero() {
+            return invalid("audit.checkpoint_interval must be positive".into());
+        }
+        if audit.retention_days < 365 {
+            return invalid(format!(
+                "audit.retention_days = {} is under a year; exchange records are evidence (PIPL art. 56 \
+                 asks for three years)",
+                audit.retention_days
+            ));
+        }
         if self.departments.is_empty() {
             return invalid("the department registry is empty".into());
         }

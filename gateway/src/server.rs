@@ -8,6 +8,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::audit::store::AuditStore;
+use crate::audit::AuditLog;
 use crate::config::{Config, ConfigError};
 use crate::identity::{KeyRing, Model, Resolver};
 use crate::pki::PkiPaths;
@@ -33,6 +35,10 @@ pub enum StartError {
     Sources(#[from] fedx_adapters::SourceError),
     #[error(transparent)]
     WorkerRefKey(#[from] crate::identity::reference::KeyError),
+    #[error("signing key: {0}")]
+    Signing(#[from] crate::signing::SigningError),
+    #[error("exchange log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// State shared by the service implementations.
@@ -43,6 +49,8 @@ pub struct GatewayState {
     pub revocation: Arc<RevocationState>,
     /// Identity resolution over the five department sources.
     pub identity: Arc<Resolver>,
+    /// The exchange log every call is recorded in (with the signing keys of its checkpoints).
+    pub audit: AuditLog,
 }
 
 /// A running gateway. Dropping it does not stop the server; call [`RunningGateway::shutdown`].
@@ -54,10 +62,12 @@ pub struct RunningGateway {
 }
 
 impl RunningGateway {
-    /// Stops accepting, lets in-flight calls finish, then closes the store.
+    /// Stops accepting, lets in-flight calls finish, flushes the exchange log (and signs a last
+    /// checkpoint), then closes the store.
     pub async fn shutdown(self) -> Result<(), tonic::transport::Error> {
         let _ = self.shutdown.send(true);
         let result = self.server.await.unwrap_or(Ok(()));
+        self.state.audit.shutdown().await;
         self.state.store.close().await;
         result
     }
@@ -117,7 +127,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         },
     );
     let identity = Arc::new(open_resolver(&config).await?);
-    let state = GatewayState { config: Arc::new(config), store, revocation, identity };
+    let audit = open_audit_log(&config, &store).await?;
+    let state = GatewayState { config: Arc::new(config), store, revocation, identity, audit };
     let router = rpc::router(state.clone()).await;
     let mut stop = shutdown_rx;
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
@@ -134,4 +145,11 @@ pub async fn open_resolver(config: &Config) -> Result<Resolver, StartError> {
     let env_key = std::env::var("FEDX_WORKER_REF_KEY").ok();
     let keys = KeyRing::load(&config.identity, &config.data_dir, env_key.as_deref())?;
     Ok(Resolver::new(Model::new(config.identity.clone()), sources, Arc::new(keys)))
+}
+
+/// Loads the signing keys and starts the exchange-log writer on the gateway store.
+pub async fn open_audit_log(config: &Config, store: &Store) -> Result<AuditLog, StartError> {
+    let keys = Arc::new(crate::signing::KeyRing::load(&config.signing, &config.data_dir)?);
+    let audit_store = AuditStore::with_store(store.clone(), &config.database_url()).await?;
+    Ok(AuditLog::start(audit_store, keys, config.audit.clone()))
 }

@@ -1,5 +1,6 @@
 //! The `fedx` command line: running the gateway and the administrators' and auditors' tools.
 
+mod audit;
 mod certs;
 mod identity;
 mod serve;
@@ -56,6 +57,9 @@ enum Command {
     /// Identity resolution tools: evaluation against a ground truth.
     #[command(subcommand)]
     Identity(identity::IdentityCommand),
+    /// The exchange log: query, verify, checkpoints, export, retention.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -122,6 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Certs(command) => certs::run(command, load(None)?).await,
         Command::Sources(command) => sources::run(command, load(None)?).await,
         Command::Identity(command) => identity::run(command, load(None)?).await,
+        Command::Audit(command) => audit::run(command, load(None)?).await,
         Command::Config(ConfigCommand::Check) => {
             let config = load(None)?;
             println!("configuration is valid\n");

@@ -35,6 +35,16 @@ pub enum ApiError {
     /// None of the sources a request needs answered (department codes, never personal data).
     #[error("no department source answered: {}", .0.join(", "))]
     SourcesUnavailable(Vec<String>),
+    /// The exchange record could not be made durable, so nothing is answered.
+    #[error("the exchange log is unavailable; the request was not answered")]
+    AuditUnavailable,
+    #[error("purpose {purpose} is not permitted here: {why}")]
+    PurposeNotPermitted { purpose: String, why: &'static str },
+    #[error("no person matches the subject")]
+    SubjectNotFound,
+    /// The subject matches several people; the field names would tell them apart.
+    #[error("the subject matches more than one person; add one of: {}", .0.join(", "))]
+    SubjectAmbiguous(Vec<String>),
 }
 
 impl ApiError {
@@ -50,6 +60,10 @@ impl ApiError {
             ApiError::NotFound(_) => ErrorReason::ResourceNotFound,
             ApiError::StoreUnavailable => ErrorReason::StoreUnavailable,
             ApiError::SourcesUnavailable(_) => ErrorReason::SourcesUnavailable,
+            ApiError::AuditUnavailable => ErrorReason::AuditUnavailable,
+            ApiError::PurposeNotPermitted { .. } => ErrorReason::PurposeNotPermitted,
+            ApiError::SubjectNotFound => ErrorReason::SubjectNotFound,
+            ApiError::SubjectAmbiguous(_) => ErrorReason::SubjectAmbiguous,
         }
     }
 
@@ -62,7 +76,12 @@ impl ApiError {
             ApiError::UnknownMethod(_) | ApiError::NotImplemented { .. } => Code::Unimplemented,
             ApiError::InvalidArgument(_) => Code::InvalidArgument,
             ApiError::NotFound(_) => Code::NotFound,
-            ApiError::StoreUnavailable | ApiError::SourcesUnavailable(_) => Code::Unavailable,
+            ApiError::StoreUnavailable | ApiError::SourcesUnavailable(_) | ApiError::AuditUnavailable => {
+                Code::Unavailable
+            }
+            ApiError::PurposeNotPermitted { .. } => Code::PermissionDenied,
+            ApiError::SubjectNotFound => Code::NotFound,
+            ApiError::SubjectAmbiguous(_) => Code::FailedPrecondition,
         }
     }
 
@@ -79,8 +98,20 @@ impl ApiError {
             ApiError::SourcesUnavailable(departments) => {
                 HashMap::from([("departments".to_owned(), departments.join(","))])
             }
+            ApiError::SubjectAmbiguous(fields) => {
+                HashMap::from([("disambiguating_fields".to_owned(), fields.join(","))])
+            }
+            ApiError::PurposeNotPermitted { purpose, .. } => {
+                HashMap::from([("purpose".to_owned(), purpose.clone())])
+            }
             _ => HashMap::new(),
         }
+    }
+}
+
+impl ApiError {
+    pub fn into_status(self) -> Status {
+        self.into()
     }
 }
 
@@ -88,7 +119,9 @@ impl From<ApiError> for Status {
     fn from(error: ApiError) -> Status {
         let mut details =
             ErrorDetails::with_error_info(error.reason().as_str_name(), ERROR_DOMAIN, error.metadata());
-        if let ApiError::StoreUnavailable | ApiError::SourcesUnavailable(_) = error {
+        if let ApiError::StoreUnavailable | ApiError::SourcesUnavailable(_) | ApiError::AuditUnavailable =
+            error
+        {
             details.set_retry_info(Some(std::time::Duration::from_secs(1)));
         }
         if let ApiError::InvalidArgument(violations) = &error {

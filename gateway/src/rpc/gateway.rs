@@ -1,13 +1,24 @@
 //! `fedx.v1.GatewayService`: what any authenticated department may ask the gateway about itself.
 
+use std::sync::Arc;
+
 use fedx_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::audit::to_timestamp;
 use super::authz::caller_of;
 use super::convert::{caller_to_proto, timestamp};
+use crate::signing::KeyRing;
 
-#[derive(Debug, Default)]
-pub struct GatewaySvc;
+pub struct GatewaySvc {
+    keys: Arc<KeyRing>,
+}
+
+impl GatewaySvc {
+    pub fn new(keys: Arc<KeyRing>) -> GatewaySvc {
+        GatewaySvc { keys }
+    }
+}
 
 #[tonic::async_trait]
 impl pb::gateway_service_server::GatewayService for GatewaySvc {
@@ -23,5 +34,24 @@ impl pb::gateway_service_server::GatewayService for GatewaySvc {
             certificate_not_after: Some(timestamp(caller.not_after)),
             purposes: Vec::new(),
         }))
+    }
+
+    /// The public keys that sign checkpoints and receipts, so anyone can check them offline.
+    async fn get_signing_keys(
+        &self,
+        _request: Request<pb::GetSigningKeysRequest>,
+    ) -> Result<Response<pb::GetSigningKeysResponse>, Status> {
+        let keys = self
+            .keys
+            .public_keys()
+            .into_iter()
+            .map(|k| pb::SigningKey {
+                key_id: k.key_id,
+                public_key: k.public_key.to_vec(),
+                valid_from: Some(to_timestamp(k.valid_from)),
+                valid_until: k.valid_until.map(to_timestamp),
+            })
+            .collect();
+        Ok(Response::new(pb::GetSigningKeysResponse { keys }))
     }
 }

@@ -8,8 +8,10 @@ use fedx_adapters::ident::Sex;
 use fedx_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::audit_layer::note;
 use super::authz::caller_of;
 use super::error::ApiError;
+use crate::identity::reference::WorkerRef;
 use crate::identity::resolver::{ResolveError, SourceOutcome};
 use crate::identity::{MatchClass, Query, Resolution, SubjectInput};
 use crate::server::GatewayState;
@@ -31,13 +33,16 @@ impl pb::identity_service_server::IdentityService for IdentitySvc {
         request: Request<pb::ResolveIdentityRequest>,
     ) -> Result<Response<pb::ResolveIdentityResponse>, Status> {
         let caller = caller_of(&request)?;
-        let request = request.into_inner();
-        let (purpose, query) = validate(&request)?;
-        let resolution = self.state.identity.resolve(&query).await.map_err(|e| match e {
-            ResolveError::SourcesUnavailable { departments } => {
-                ApiError::SourcesUnavailable(departments.iter().map(|d| d.code().to_owned()).collect())
+        note(&request, |n| n.purpose = request.get_ref().purpose.trim().to_owned());
+        let (purpose, query) = validate(request.get_ref())?;
+        let resolution = self.state.identity.resolve(&query).await.map_err(unavailable)?;
+        note(&request, |n| {
+            n.sources_consulted = resolution.sources.iter().map(|s| s.dept.code().to_owned()).collect();
+            if let Some(w) = &resolution.worker_ref {
+                n.worker_ref = w.value.clone();
+                n.disclosed_fields = vec!["identity.worker_ref".into(), "identity.links".into()];
             }
-        })?;
+        });
         tracing::info!(
             dept = %caller.dept,
             purpose = %purpose,
@@ -46,6 +51,34 @@ impl pb::identity_service_server::IdentityService for IdentitySvc {
             "identity resolution"
         );
         Ok(Response::new(to_proto(&resolution)))
+    }
+}
+
+fn unavailable(e: ResolveError) -> ApiError {
+    match e {
+        ResolveError::SourcesUnavailable { departments } => {
+            ApiError::SourcesUnavailable(departments.iter().map(|d| d.code().to_owned()).collect())
+        }
+    }
+}
+
+/// Resolves a subject given by identifiers to exactly one worker reference, for services that take a
+/// subject but answer about the log (audit queries, access history). Not found and ambiguous are errors
+/// here; the ambiguity error names only the query fields that would settle it.
+pub async fn resolve_subject(
+    state: &GatewayState,
+    subject: &pb::SubjectQuery,
+    field: &str,
+) -> Result<WorkerRef, ApiError> {
+    let input = subject_input(subject).map_err(|(f, d)| ApiError::InvalidArgument(vec![(f, d)]))?;
+    let query = Query::parse(&input, field).map_err(ApiError::InvalidArgument)?;
+    let resolution = state.identity.resolve(&query).await.map_err(unavailable)?;
+    match resolution.status {
+        crate::identity::Status::Resolved => resolution.worker_ref.clone().ok_or(ApiError::SubjectNotFound),
+        crate::identity::Status::NotFound => Err(ApiError::SubjectNotFound),
+        crate::identity::Status::Ambiguous => Err(ApiError::SubjectAmbiguous(
+            resolution.disambiguating_fields.iter().map(|f| (*f).to_owned()).collect(),
+        )),
     }
 }
 

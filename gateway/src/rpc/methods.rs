@@ -38,10 +38,7 @@ use Availability::{Implemented, Planned};
 const VIEWS: Availability = Planned("worker views are not implemented in this release");
 const VERIFY: Availability = Planned("joint verification is not implemented in this release");
 const CONSENT: Availability = Planned("consent management is not implemented in this release");
-const AUDIT: Availability = Planned("the exchange log is not implemented in this release");
 const POLICY: Availability = Planned("the purpose catalogue is not implemented in this release");
-const KEYS: Availability =
-    Planned("signing keys are published with receipts and checkpoints (not in this release)");
 
 pub const METHODS: &[MethodSpec] = &[
     method("/grpc.health.v1.Health/Check", ANY, Implemented),
@@ -49,7 +46,7 @@ pub const METHODS: &[MethodSpec] = &[
     method("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", ANY, Implemented),
     method("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", ANY, Implemented),
     method("/fedx.v1.GatewayService/WhoAmI", ANY, Implemented),
-    method("/fedx.v1.GatewayService/GetSigningKeys", ANY, KEYS),
+    method("/fedx.v1.GatewayService/GetSigningKeys", ANY, Implemented),
     method("/fedx.v1.IdentityService/ResolveIdentity", CONSUMER, Implemented),
     method("/fedx.v1.WorkerViewService/GetWorkerView", CONSUMER, VIEWS),
     method("/fedx.v1.VerificationService/JointVerify", CONSUMER, VERIFY),
@@ -59,13 +56,13 @@ pub const METHODS: &[MethodSpec] = &[
     method("/fedx.v1.ConsentService/RevokeConsent", CONSUMER, CONSENT),
     method("/fedx.v1.ConsentService/GetConsent", CONSUMER, CONSENT),
     method("/fedx.v1.ConsentService/ListConsents", CONSUMER, CONSENT),
-    method("/fedx.v1.AccessHistoryService/GetAccessHistory", CONSUMER, AUDIT),
-    method("/fedx.v1.AuditService/QueryExchanges", AUDITOR, AUDIT),
-    method("/fedx.v1.AuditService/VerifyChain", AUDITOR, AUDIT),
-    method("/fedx.v1.AuditService/GetCheckpoint", AUDITOR, AUDIT),
-    method("/fedx.v1.AuditService/ListCheckpoints", AUDITOR, AUDIT),
-    method("/fedx.v1.AuditService/GetInclusionProof", AUDITOR, AUDIT),
-    method("/fedx.v1.AuditService/GetConsistencyProof", AUDITOR, AUDIT),
+    method("/fedx.v1.AccessHistoryService/GetAccessHistory", CONSUMER, Implemented),
+    method("/fedx.v1.AuditService/QueryExchanges", AUDITOR, Implemented),
+    method("/fedx.v1.AuditService/VerifyChain", AUDITOR, Implemented),
+    method("/fedx.v1.AuditService/GetCheckpoint", AUDITOR, Implemented),
+    method("/fedx.v1.AuditService/ListCheckpoints", AUDITOR, Implemented),
+    method("/fedx.v1.AuditService/GetInclusionProof", AUDITOR, Implemented),
+    method("/fedx.v1.AuditService/GetConsistencyProof", AUDITOR, Implemented),
     method("/fedx.v1.AdminService/ListCertificates", ADMIN, Implemented),
     method("/fedx.v1.AdminService/RevokeCertificate", ADMIN, Implemented),
     method("/fedx.v1.AdminService/GetPurposeCatalogue", ADMIN, POLICY),

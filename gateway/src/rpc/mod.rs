@@ -2,6 +2,8 @@
 //! validates requests, calls the domain, and maps errors to `tonic::Status` in one place ([`error`]).
 
 pub mod admin;
+pub mod audit;
+pub mod audit_layer;
 pub mod authz;
 pub mod convert;
 pub mod error;
@@ -16,6 +18,7 @@ use tonic::transport::Server;
 use tower::layer::util::{Identity, Stack};
 
 use crate::server::GatewayState;
+use audit_layer::AuditLayer;
 use authz::AuthLayer;
 
 /// Services of the contract that later releases fill in. The generated default stubs answer
@@ -26,13 +29,11 @@ pub struct Planned;
 impl pb::worker_view_service_server::WorkerViewService for Planned {}
 impl pb::verification_service_server::VerificationService for Planned {}
 impl pb::consent_service_server::ConsentService for Planned {}
-impl pb::audit_service_server::AuditService for Planned {}
-impl pb::access_history_service_server::AccessHistoryService for Planned {}
 
 /// Largest request the gateway decodes; larger ones fail with RESOURCE_EXHAUSTED before parsing.
 pub const MAX_DECODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 
-pub type GatewayRouter = Router<Stack<AuthLayer, Identity>>;
+pub type GatewayRouter = Router<Stack<AuthLayer, Stack<AuditLayer, Identity>>>;
 
 /// All services behind the authorisation layer, with gRPC health and reflection (v1 and v1alpha, so
 /// grpcurl works against any version).
@@ -42,6 +43,13 @@ pub async fn router(state: GatewayState) -> GatewayRouter {
         .set_serving::<pb::gateway_service_server::GatewayServiceServer<gateway::GatewaySvc>>()
         .await;
     health_reporter.set_serving::<pb::admin_service_server::AdminServiceServer<admin::AdminSvc>>().await;
+    health_reporter
+        .set_serving::<pb::identity_service_server::IdentityServiceServer<identity::IdentitySvc>>()
+        .await;
+    health_reporter.set_serving::<pb::audit_service_server::AuditServiceServer<audit::AuditSvc>>().await;
+    health_reporter
+        .set_serving::<pb::access_history_service_server::AccessHistoryServiceServer<audit::AccessHistorySvc>>()
+        .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -60,8 +68,10 @@ pub async fn router(state: GatewayState) -> GatewayRouter {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            pb::gateway_service_server::GatewayServiceServer::new(gateway::GatewaySvc)
-                .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+            pb::gateway_service_server::GatewayServiceServer::new(gateway::GatewaySvc::new(
+                state.audit.keys().clone(),
+            ))
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
         )
         .add_service(
             pb::admin_service_server::AdminServiceServer::new(admin::AdminSvc::new(state.clone()))
@@ -76,12 +86,22 @@ pub async fn router(state: GatewayState) -> GatewayRouter {
         .add_service(pb::worker_view_service_server::WorkerViewServiceServer::new(Planned))
         .add_service(pb::verification_service_server::VerificationServiceServer::new(Planned))
         .add_service(pb::consent_service_server::ConsentServiceServer::new(Planned))
-        .add_service(pb::audit_service_server::AuditServiceServer::new(Planned))
-        .add_service(pb::access_history_service_server::AccessHistoryServiceServer::new(Planned));
+        .add_service(
+            pb::audit_service_server::AuditServiceServer::new(audit::AuditSvc::new(state.clone()))
+                .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        )
+        .add_service(
+            pb::access_history_service_server::AccessHistoryServiceServer::new(audit::AccessHistorySvc::new(
+                state.clone(),
+            ))
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        );
 
     Server::builder()
         .max_concurrent_streams(Some(256))
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        // Outermost first: every call is recorded, refusals by the authorisation layer included.
+        .layer(AuditLayer::new(state.audit.clone()))
         .layer(AuthLayer::new(state.revocation.clone()))
         .add_routes(routes)
 }
