@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod identity;
 pub mod pki;
+pub mod policy;
 pub mod rpc;
 pub mod server;
 pub mod signing;
