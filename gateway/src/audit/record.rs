@@ -29,7 +29,7 @@
 //! | 3 | `request_id`                              | `str` |
 //! | 4 | `trace_id`                                | `str` |
 //! | 5 | `caller.department`                       | `str` |
-//! | 5 | `caller.role` (as recorded, e.g. `"ROLE_CONSUMER"`) | `str` |
+//! | 5 | `caller.role` (the certificate role name, e.g. `"consumer"`) | `str` |
 //! | 5 | `caller.certificate_serial`               | `str` |
 //! | 5 | `caller.certificate_fingerprint`          | `str` |
 //! | 6 | `method`                                  | `str` |

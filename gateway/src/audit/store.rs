@@ -404,8 +404,7 @@ impl AuditStore {
         tx: &mut Transaction<'static, Any>,
         records: &[ExchangeRecord],
     ) -> Result<(), AuditError> {
-        let rows_per_statement = MAX_PARAMS / RECORD_COLUMN_COUNT;
-        for chunk in records.chunks(rows_per_statement) {
+        for chunk in fixed_size_chunks(records, MAX_PARAMS / RECORD_COLUMN_COUNT) {
             let sql = insert_sql(
                 self.backend(),
                 &format!("INSERT INTO audit_records ({RECORD_COLUMNS}) VALUES "),
@@ -453,7 +452,7 @@ impl AuditStore {
         tx: &mut Transaction<'static, Any>,
         nodes: &[(NodeId, Hash)],
     ) -> Result<(), AuditError> {
-        for chunk in nodes.chunks(MAX_PARAMS / 3) {
+        for chunk in fixed_size_chunks(nodes, MAX_PARAMS / 3) {
             let sql = insert_sql(
                 self.backend(),
                 "INSERT INTO audit_nodes (level, idx, hash) VALUES ",
@@ -611,6 +610,19 @@ impl AuditStore {
                         sqlx::postgres::PgPoolOptions::new()
                             .max_connections(2)
                             .acquire_timeout(Duration::from_secs(10))
+                            .after_connect(|conn, _meta| {
+                                Box::pin(async move {
+                                    // Range reads by primary key: a plain index scan in key order. Without
+                                    // fresh statistics (after a bulk load) the planner may otherwise pick
+                                    // a parallel bitmap scan, a sort and JIT compilation for every range.
+                                    conn.execute(
+                                        "SET enable_bitmapscan = off; SET max_parallel_workers_per_gather = 0; \
+                                         SET jit = off",
+                                    )
+                                    .await?;
+                                    Ok(())
+                                })
+                            })
                             .connect(&self.url)
                             .await
                     })
@@ -970,6 +982,24 @@ fn clamp_limit(limit: usize) -> i64 {
 
 /// `INSERT … VALUES (…), (…)` for `rows` rows of `columns` parameters. SQLite gets anonymous `?`
 /// placeholders (its parser is quadratic in the number of `$n` ones); PostgreSQL `$n`.
+/// Splits `items` into chunks whose lengths are powers of two (largest first, at most `max`). Group
+/// commits come in every size; one multi-row INSERT per exact size would make the driver prepare a new
+/// statement of up to thousands of parameters for almost every batch (and fill its statement cache with
+/// them). Power-of-two sizes keep about a dozen statement shapes, all prepared once and reused.
+fn fixed_size_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let largest = if max == 0 { 1 } else { 1usize << max.ilog2() };
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = largest.min(1usize << rest.len().ilog2());
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
 fn insert_sql(backend: Backend, head: &str, columns: usize, rows: usize) -> String {
     let mut sql = String::with_capacity(head.len() + rows * columns * 8);
     sql.push_str(head);
@@ -1139,6 +1169,18 @@ fn checkpoint_strict(row: &AnyRow) -> Result<Checkpoint, AuditError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_have_power_of_two_sizes_and_cover_everything() {
+        for n in 0..300usize {
+            let items: Vec<usize> = (0..n).collect();
+            let chunks: Vec<&[usize]> = fixed_size_chunks(&items, 100).collect();
+            assert_eq!(chunks.concat(), items);
+            assert!(chunks.iter().all(|c| c.len().is_power_of_two() && c.len() <= 64), "{n}");
+            // Greedy: sizes never grow, so a batch yields at most log2(n) + n / 64 statements.
+            assert!(chunks.windows(2).all(|w| w[0].len() >= w[1].len()), "{n}");
+        }
+    }
 
     #[test]
     fn insert_sql_placeholders() {
