@@ -102,16 +102,6 @@ fn is_name_separator(c: char) -> bool {
     ) || c.is_whitespace()
 }
 
-/// Two-character surnames (复姓) in simplified and traditional forms, the common ones first.
-const COMPOUND_SURNAMES: &[&str] = &[
-    "欧阳", "歐陽", "司马", "司馬", "诸葛", "諸葛", "上官", "东方", "東方", "皇甫", "尉迟", "尉遲", "公孙",
-    "公孫", "慕容", "长孙", "長孫", "宇文", "司徒", "夏侯", "令狐", "轩辕", "軒轅", "端木", "独孤", "獨孤",
-    "南宫", "南宮", "西门", "西門", "呼延", "百里", "东郭", "東郭", "澹台", "濮阳", "濮陽", "淳于", "单于",
-    "單于", "钟离", "鍾離", "闻人", "聞人", "万俟", "萬俟", "司空", "太史", "申屠", "拓跋", "赫连", "赫連",
-    "公羊", "公冶", "宗政", "太叔", "闾丘", "閭丘", "第五", "鲜于", "鮮于", "乐正", "樂正", "漆雕", "仲孙",
-    "仲孫", "巫马", "巫馬", "左丘", "段干", "即墨", "谷梁", "穀梁", "羊舌", "梁丘",
-];
-
 /// Masks a name, keeping the surname (see [`MaskRule::Surname`]). Surrounding whitespace is dropped.
 pub fn mask_name(value: &str) -> String {
     let trimmed = value.trim();
@@ -129,6 +119,9 @@ pub fn mask_name(value: &str) -> String {
         // A single letter between separators would come back unchanged: star it too.
         return trimmed.chars().map(|c| if is_name_separator(c) { c } else { '*' }).collect();
     }
-    let surname = if n >= 3 && COMPOUND_SURNAMES.iter().any(|s| trimmed.starts_with(s)) { 2 } else { 1 };
-    keep(trimmed, surname, 0)
+    // The identity module knows the compound surnames (欧阳, 司马…); it reads the normalised form, which
+    // maps a name character for character here (no separators, so no spaces or dots are dropped).
+    let surname =
+        fedx_adapters::ident::surname(&fedx_adapters::ident::normalize_name(trimmed)).chars().count();
+    keep(trimmed, surname.clamp(1, n.max(1)), 0)
 }
