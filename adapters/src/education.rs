@@ -68,7 +68,7 @@ fn facts<'a>(
         }
         let row = sqlx::query(
             "SELECT student_no, child_name, child_id, school_code, school_name, grade, status, \
-             guardian_name, guardian_id, guardian_phone FROM student WHERE student_no = $1",
+             guardian_name, guardian_id, guardian_phone, school_region FROM student WHERE student_no = $1",
         )
         .bind(key)
         .fetch_optional(pool)
@@ -80,6 +80,7 @@ fn facts<'a>(
                 child_id: row_str(&r, 2),
                 school_code: row_str(&r, 3).unwrap_or_default(),
                 school_name: row_str(&r, 4).unwrap_or_default(),
+                school_region: row_str(&r, 10),
                 grade: row_str(&r, 5).unwrap_or_default(),
                 status: row_str(&r, 6).unwrap_or_default(),
                 guardian_name: row_str(&r, 7),

@@ -139,23 +139,25 @@ fn facts<'a>(
                 })]))
             }
             ("individual_business", FactCategory::IndividualBusiness) => {
-                let row = sqlx::query(
+                let Some(r) = sqlx::query(
                     "SELECT usci, name, status, operator_name, region, established_on \
                      FROM individual_business WHERE usci = $1",
                 )
                 .bind(key)
                 .fetch_optional(pool)
-                .await?;
-                Ok(row.map(|r| {
-                    vec![Fact::IndividualBusiness(IndividualBusinessFact {
-                        usci: row_str(&r, 0).unwrap_or_default(),
-                        name: row_str(&r, 1).unwrap_or_default(),
-                        status: row_str(&r, 2).unwrap_or_default(),
-                        operator_name: row_str(&r, 3).unwrap_or_default(),
-                        region: row_str(&r, 4).unwrap_or_default(),
-                        established: row_date(&r, 5),
-                    })]
-                }))
+                .await?
+                else {
+                    return Ok(None);
+                };
+                Ok(Some(vec![Fact::IndividualBusiness(IndividualBusinessFact {
+                    usci: row_str(&r, 0).unwrap_or_default(),
+                    name: row_str(&r, 1).unwrap_or_default(),
+                    status: row_str(&r, 2).unwrap_or_default(),
+                    operator_name: row_str(&r, 3).unwrap_or_default(),
+                    region: row_str(&r, 4).unwrap_or_default(),
+                    established: row_date(&r, 5),
+                    abnormal: abnormal(pool, key).await?,
+                })]))
             }
             _ => Ok(None),
         }

@@ -9,7 +9,7 @@ use sqlx::AnyPool;
 
 use crate::dept::Department;
 use crate::source::{ContributionFact, ContributionStatus, EmploymentFact, Fact, FactCategory};
-use crate::sql_source::{exists, row_int, row_str, CandidateTable, DeptSpec};
+use crate::sql_source::{row_int, row_str, CandidateTable, DeptSpec};
 use crate::table::{col, IndexSpec, Kind, PersonKeys, TableSpec};
 
 pub const INSURANCE_TYPES: &[&str] = &["pension", "medical", "unemployment", "work_injury", "maternity"];
@@ -87,9 +87,15 @@ fn facts<'a>(
         if table != "insured_person" {
             return Ok(None);
         }
-        if !exists(pool, "SELECT 1 FROM insured_person WHERE si_no = $1", key).await? {
+        // The insuring region belongs to the insured-person record; contributions inherit it.
+        let Some(person) = sqlx::query("SELECT insured_region FROM insured_person WHERE si_no = $1")
+            .bind(key)
+            .fetch_optional(pool)
+            .await?
+        else {
             return Ok(None);
-        }
+        };
+        let insured_region = row_str(&person, 0);
         match category {
             FactCategory::Contributions => {
                 let rows = sqlx::query(
@@ -113,6 +119,7 @@ fn facts<'a>(
                                     "arrears" => ContributionStatus::Arrears,
                                     _ => ContributionStatus::Paid,
                                 },
+                                insured_region: insured_region.clone(),
                             }))
                         })
                         .collect(),

@@ -236,6 +236,9 @@ pub struct ContributionFact {
     pub base_fen: i64,
     pub amount_fen: i64,
     pub status: ContributionStatus,
+    /// GB/T 2260 code of the insuring county/district (参保地) of the insured-person record the
+    /// contribution was declared under; `None` when the record does not say.
+    pub insured_region: Option<String>,
 }
 
 /// A child's school enrolment (学籍) with the guardian as recorded.
@@ -246,6 +249,8 @@ pub struct EnrolmentFact {
     pub child_id: Option<String>,
     pub school_code: String,
     pub school_name: String,
+    /// GB/T 2260 code of the school's district, when recorded.
+    pub school_region: Option<String>,
     pub grade: String,
     /// `enrolled`, `transferred`, `graduated`, `suspended`.
     pub status: String,
@@ -284,6 +289,8 @@ pub struct IndividualBusinessFact {
     pub operator_name: String,
     pub region: String,
     pub established: Option<Date>,
+    /// Entries on the abnormal-operation list (the list covers individual businesses too).
+    pub abnormal: Vec<AbnormalEntry>,
 }
 
 /// One fact.

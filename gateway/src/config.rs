@@ -34,8 +34,29 @@ pub struct Config {
     pub audit: crate::audit::AuditConfig,
     /// The gateway's Ed25519 keys, which sign audit checkpoints and verification receipts.
     pub signing: crate::signing::SigningConfig,
+    /// The purpose catalogue.
+    pub policy: PolicyConfig,
     /// Department registry: code → names and the roles its certificates may carry.
     pub departments: BTreeMap<String, Department>,
+}
+
+/// Where the purpose catalogue comes from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// The purpose catalogue file (format: `deploy/purposes.toml`), re-read on AdminService.ReloadPolicy
+    /// and SIGHUP. Unset: the copy of `deploy/purposes.toml` built into the binary, which only a rebuild
+    /// changes — set it in production. `FEDX_PURPOSES_FILE` overrides it.
+    pub purposes_file: Option<PathBuf>,
+}
+
+impl PolicyConfig {
+    pub fn source(&self) -> crate::policy::CatalogueSource {
+        match &self.purposes_file {
+            Some(path) => crate::policy::CatalogueSource::File(path.clone()),
+            None => crate::policy::CatalogueSource::BuiltIn,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,6 +146,7 @@ impl Default for Config {
             identity: crate::identity::IdentityConfig::default(),
             audit: crate::audit::AuditConfig::default(),
             signing: crate::signing::SigningConfig::default(),
+            policy: PolicyConfig::default(),
             departments: default_departments(),
         }
     }
@@ -270,6 +292,9 @@ impl Config {
         }
         if let Some(path) = get("FEDX_SIGNING_KEY_FILE") {
             self.signing.key_file = Some(path.into());
+        }
+        if let Some(path) = get("FEDX_PURPOSES_FILE") {
+            self.policy.purposes_file = Some(path.into());
         }
         Ok(())
     }

@@ -10,11 +10,12 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::audit::store::AuditStore;
 use crate::audit::AuditLog;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, DepartmentRegistry};
 use crate::identity::{KeyRing, Model, Resolver};
 use crate::pki::PkiPaths;
+use crate::policy::{PolicyError, PolicyHandle};
 use crate::rpc;
-use crate::sources::SourceSet;
+use crate::sources::{SourceSet, SourceWrapper};
 use crate::store::{Store, StoreError};
 use crate::tls::accept::{tls_incoming, AcceptSettings};
 use crate::tls::revocation::{RevocationState, RevocationWatcher};
@@ -39,6 +40,8 @@ pub enum StartError {
     Signing(#[from] crate::signing::SigningError),
     #[error("exchange log: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
 /// State shared by the service implementations.
@@ -51,6 +54,13 @@ pub struct GatewayState {
     pub identity: Arc<Resolver>,
     /// The exchange log every call is recorded in (with the signing keys of its checkpoints).
     pub audit: AuditLog,
+    /// The department registry the certificates and the purpose catalogue are checked against.
+    pub departments: Arc<DepartmentRegistry>,
+    /// The purpose catalogue in force (reloadable).
+    pub policy: Arc<PolicyHandle>,
+    /// Consent records, read from the shared store on every check so that revocations reach every
+    /// replica at once.
+    pub consents: crate::consent::ConsentStore,
 }
 
 /// A running gateway. Dropping it does not stop the server; call [`RunningGateway::shutdown`].
@@ -83,7 +93,20 @@ impl RunningGateway {
 }
 
 /// Starts the gateway and returns once it is listening. Port 0 picks a free port (tests).
+/// What embedders (tests, benchmarks) may change about a gateway beyond its configuration.
+#[derive(Clone, Default)]
+pub struct StartOptions {
+    /// Wraps every department source after it is opened (fault injection in tests).
+    pub wrap_sources: Option<SourceWrapper>,
+}
+
+/// Starts a gateway on `config`.
 pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
+    start_with(config, StartOptions::default()).await
+}
+
+/// Starts a gateway on `config` with `options`.
+pub async fn start_with(config: Config, options: StartOptions) -> Result<RunningGateway, StartError> {
     config.validate()?;
     let registry = config.department_registry()?;
     let store = Store::open(&config.database_url()).await?;
@@ -123,12 +146,23 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             max_concurrent_handshakes: config.tls.max_concurrent_handshakes,
             handshake_timeout: config.tls.handshake_timeout,
             trust_domain: config.trust_domain.clone(),
-            registry,
+            registry: registry.clone(),
         },
     );
-    let identity = Arc::new(open_resolver(&config).await?);
+    let departments = Arc::new(registry);
+    let policy = Arc::new(PolicyHandle::open(config.policy.source(), departments.as_ref())?);
+    let identity = Arc::new(open_resolver_with(&config, options.wrap_sources.as_ref()).await?);
     let audit = open_audit_log(&config, &store).await?;
-    let state = GatewayState { config: Arc::new(config), store, revocation, identity, audit };
+    let state = GatewayState {
+        config: Arc::new(config),
+        consents: crate::consent::ConsentStore::new(store.clone()),
+        store,
+        revocation,
+        identity,
+        audit,
+        departments,
+        policy,
+    };
     let router = rpc::router(state.clone()).await;
     let mut stop = shutdown_rx;
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
@@ -141,7 +175,18 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
 /// Opens the department sources (lazily: a source that is down is reported per request, not here) and
 /// loads the worker-reference key ring (FEDX_WORKER_REF_KEY, the key file, or a generated dev key).
 pub async fn open_resolver(config: &Config) -> Result<Resolver, StartError> {
-    let sources = SourceSet::open(&config.source_locations(), config.sources.timeout).await?;
+    open_resolver_with(config, None).await
+}
+
+/// [`open_resolver`], with every source wrapped by `wrapper` if given.
+pub async fn open_resolver_with(
+    config: &Config,
+    wrapper: Option<&SourceWrapper>,
+) -> Result<Resolver, StartError> {
+    let mut sources = SourceSet::open(&config.source_locations(), config.sources.timeout).await?;
+    if let Some(wrapper) = wrapper {
+        sources = sources.wrapped(wrapper);
+    }
     let env_key = std::env::var("FEDX_WORKER_REF_KEY").ok();
     let keys = KeyRing::load(&config.identity, &config.data_dir, env_key.as_deref())?;
     Ok(Resolver::new(Model::new(config.identity.clone()), sources, Arc::new(keys)))

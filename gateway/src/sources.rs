@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use fedx_adapters::{open_source, Department, Source, SourceError, SourceLocationSet};
 
+/// Wraps each opened source, e.g. in a fault injector for resilience tests (see
+/// [`crate::server::StartOptions`]).
+pub type SourceWrapper = Arc<dyn Fn(Arc<dyn Source>) -> Arc<dyn Source> + Send + Sync>;
+
 /// The opened sources, one per department, in department-code order.
 #[derive(Clone)]
 pub struct SourceSet {
@@ -35,6 +39,11 @@ impl SourceSet {
     pub fn new(mut sources: Vec<Arc<dyn Source>>) -> SourceSet {
         sources.sort_by_key(|s| s.department().code());
         SourceSet { sources }
+    }
+
+    /// The same sources, each wrapped by `wrapper`.
+    pub fn wrapped(self, wrapper: &SourceWrapper) -> SourceSet {
+        SourceSet::new(self.sources.into_iter().map(|s| wrapper(s)).collect())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Source>> {

@@ -21,6 +21,11 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 pub use fedx_proto::v1 as pb;
 
+pub mod faults;
+pub mod wire;
+
+pub use faults::{Fault, SourceFaults};
+
 /// Which gateway store a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -158,13 +163,23 @@ pub struct TestGateway {
     pub store: Store,
     pub database: TestDatabase,
     pub gateway: Option<RunningGateway>,
+    /// Switches that make the department sources fail (see [`faults`]); all off at start.
+    pub faults: SourceFaults,
 }
 
 impl TestGateway {
     /// Revocations are polled every 200 ms and handshakes time out after 1 s in tests, so that both are
     /// checked tightly without slowing the suite.
     pub async fn start(backend: Backend) -> anyhow::Result<TestGateway> {
-        Ok(TestGateway::start_inner(backend, None).await?.0)
+        Ok(TestGateway::start_inner(backend, None, |_| {}).await?.0)
+    }
+
+    /// Like [`TestGateway::start`], with the configuration adjusted by `configure` before start-up.
+    pub async fn start_configured(
+        backend: Backend,
+        configure: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<TestGateway> {
+        Ok(TestGateway::start_inner(backend, None, configure).await?.0)
     }
 
     /// Like [`TestGateway::start`], with department sources seeded by the synthetic generator: SQLite
@@ -174,13 +189,45 @@ impl TestGateway {
         backend: Backend,
         seed: SeedOptions,
     ) -> anyhow::Result<(TestGateway, Vec<TruthRecord>)> {
-        let (gw, truth) = TestGateway::start_inner(backend, Some(seed)).await?;
+        TestGateway::start_with_sources_configured(backend, seed, |_| {}).await
+    }
+
+    /// [`TestGateway::start_with_sources`] with the configuration adjusted by `configure`.
+    pub async fn start_with_sources_configured(
+        backend: Backend,
+        seed: SeedOptions,
+        configure: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<(TestGateway, Vec<TruthRecord>)> {
+        let (gw, truth) = TestGateway::start_inner(backend, Some(seed), configure).await?;
         Ok((gw, truth.unwrap_or_default()))
+    }
+
+    /// Writes the shipped purpose catalogue with `purpose` opened to every consumer department into the
+    /// test's directory and configures the gateway to use it: for suites about something else (the
+    /// exchange log) that call from several departments under one purpose.
+    pub fn open_purpose_to_all(config: &mut Config, purpose: &str) -> anyhow::Result<()> {
+        let mut catalogue: toml::Table = toml::from_str(fedx_gateway::policy::BUILT_IN_CATALOGUE)?;
+        let entry = catalogue
+            .get_mut("purposes")
+            .and_then(|p| p.get_mut(purpose))
+            .and_then(|p| p.as_table_mut())
+            .with_context(|| format!("no purpose {purpose} in the shipped catalogue"))?;
+        let all = ["education", "industry_commerce", "public_security", "social_insurance", "tax"];
+        entry.insert(
+            "departments".into(),
+            toml::Value::Array(all.iter().map(|d| toml::Value::from(*d)).collect()),
+        );
+        let path = config.data_dir.with_file_name(format!("purposes-{purpose}.toml"));
+        std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))?;
+        std::fs::write(&path, toml::to_string(&catalogue)?)?;
+        config.policy.purposes_file = Some(path);
+        Ok(())
     }
 
     async fn start_inner(
         backend: Backend,
         seed: Option<SeedOptions>,
+        configure: impl FnOnce(&mut Config),
     ) -> anyhow::Result<(TestGateway, Option<Vec<TruthRecord>>)> {
         let dir = tempfile::tempdir()?;
         let database = TestDatabase::create(backend, dir.path()).await?;
@@ -209,11 +256,14 @@ impl TestGateway {
         }
         config.tls.revocation_poll_interval = Duration::from_millis(200);
         config.tls.handshake_timeout = Duration::from_secs(1);
+        configure(&mut config);
         let paths = PkiPaths::new(&config.pki.dir);
         pki::init(&paths, &config)?;
         let store = Store::open(&database.url).await?;
-        let gateway = server::start(config.clone()).await.context("gateway start")?;
-        Ok((TestGateway { dir, config, paths, store, database, gateway: Some(gateway) }, truth))
+        let faults = SourceFaults::default();
+        let options = server::StartOptions { wrap_sources: Some(faults.wrapper()) };
+        let gateway = server::start_with(config.clone(), options).await.context("gateway start")?;
+        Ok((TestGateway { dir, config, paths, store, database, gateway: Some(gateway), faults }, truth))
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {

@@ -58,6 +58,15 @@ fn subject_of(person: &TruthRecord) -> pb::SubjectQuery {
     }
 }
 
+/// The suite calls from several departments under one purpose: the shipped catalogue registers only
+/// social insurance for it, so the gateway runs with a copy that opens it to every department.
+async fn start_gateway(backend: Backend) -> anyhow::Result<(TestGateway, Vec<TruthRecord>)> {
+    TestGateway::start_with_sources_configured(backend, small_population(), |config| {
+        TestGateway::open_purpose_to_all(config, PURPOSE).expect("test catalogue")
+    })
+    .await
+}
+
 fn resolve_request(person: &TruthRecord) -> pb::ResolveIdentityRequest {
     pb::ResolveIdentityRequest { purpose: PURPOSE.into(), subject: Some(subject_of(person)) }
 }
@@ -230,7 +239,7 @@ async fn count_records_with_request_id(gw: &TestGateway, id: &str) -> anyhow::Re
 }
 
 async fn every_call_is_recorded_before_it_is_answered(backend: Backend) -> anyhow::Result<()> {
-    let (gw, truth) = TestGateway::start_with_sources(backend, small_population()).await?;
+    let (gw, truth) = start_gateway(backend).await?;
     let person = resolvable(&truth)[0];
     let consumer = gw.issue("social_insurance", Role::Consumer).await?;
     let channel = gw.channel(Some(&consumer))?;
@@ -379,7 +388,7 @@ async fn check(
 }
 
 async fn query_filters_and_paging(backend: Backend) -> anyhow::Result<()> {
-    let (gw, truth) = TestGateway::start_with_sources(backend, small_population()).await?;
+    let (gw, truth) = start_gateway(backend).await?;
     let people = resolvable(&truth);
     let (a, b) = (people[0], people[1]);
     let tax = IdentityClient::new(gw.channel(Some(&gw.issue("tax", Role::Consumer).await?))?);
@@ -851,7 +860,7 @@ async fn tampering_is_reported_by_verify_chain(backend: Backend) -> anyhow::Resu
 }
 
 async fn access_history_lists_who_asked(backend: Backend) -> anyhow::Result<()> {
-    let (gw, truth) = TestGateway::start_with_sources(backend, small_population()).await?;
+    let (gw, truth) = start_gateway(backend).await?;
     let people = resolvable(&truth);
     let (worker, other) = (people[0], people[1]);
     let started = unix_now();
@@ -939,7 +948,7 @@ async fn access_history_lists_who_asked(backend: Backend) -> anyhow::Result<()> 
 }
 
 async fn fails_closed_when_the_log_cannot_be_written(backend: Backend) -> anyhow::Result<()> {
-    let (gw, truth) = TestGateway::start_with_sources(backend, small_population()).await?;
+    let (gw, truth) = start_gateway(backend).await?;
     let person = resolvable(&truth)[0];
     let mut client = IdentityClient::new(gw.channel(Some(&gw.issue("tax", Role::Consumer).await?))?);
     let answer = client.resolve_identity(resolve_request(person)).await?.into_inner();

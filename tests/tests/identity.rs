@@ -62,7 +62,13 @@ async fn id_and_name_resolve_to_a_stable_worker_ref(backend: Backend) -> anyhow:
     assert_eq!(ps.match_class(), pb::MatchClass::Linked);
     // The worker reference is stable across calls (and calling departments).
     let mut other = client_for(&gw, "education").await?;
-    let second = other.resolve_identity(request(subject)).await?.into_inner();
+    let second = other
+        .resolve_identity(pb::ResolveIdentityRequest {
+            purpose: "child_school_enrolment".into(),
+            subject: Some(subject),
+        })
+        .await?
+        .into_inner();
     assert_eq!(second.worker_ref, first.worker_ref);
     gw.stop().await
 }
@@ -75,7 +81,7 @@ async fn namesakes_by_name_and_birth_are_ambiguous_and_disclose_nothing(
     backend: Backend,
 ) -> anyhow::Result<()> {
     let (gw, truth) = TestGateway::start_with_sources(backend, population()).await?;
-    let mut client = client(&gw, "public_security").await?;
+    let mut client = client(&gw, "social_insurance").await?;
     let b = truth.iter().find(|t| t.namesake_of.is_some()).expect("the seed makes namesakes");
     let a = truth.iter().find(|t| Some(&t.person) == b.namesake_of.as_ref()).expect("the original");
     let mut answers = Vec::new();

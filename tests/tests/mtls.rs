@@ -215,10 +215,11 @@ async fn admin_lists_and_revokes_over_rpc(backend: Backend) -> anyhow::Result<()
 async fn planned_rpcs_answer_unimplemented_with_a_clear_message(backend: Backend) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend).await?;
     let consumer = gw.issue("social_insurance", Role::Consumer).await?;
-    let status = pb::worker_view_service_client::WorkerViewServiceClient::new(gw.channel(Some(&consumer))?)
-        .get_worker_view(pb::GetWorkerViewRequest::default())
-        .await
-        .expect_err("not built yet");
+    let status =
+        pb::verification_service_client::VerificationServiceClient::new(gw.channel(Some(&consumer))?)
+            .joint_verify(pb::JointVerifyRequest::default())
+            .await
+            .expect_err("not built yet");
     assert_eq!(status.code(), Code::Unimplemented);
     assert!(status.message().contains("not implemented in this release"), "{}", status.message());
     gw.stop().await

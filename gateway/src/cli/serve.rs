@@ -10,6 +10,8 @@ use crate::store::Store;
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let gateway = server::start(config).await?;
+    #[cfg(unix)]
+    tokio::spawn(reload_policy_on_sighup(gateway.state.clone()));
     let stop = gateway.shutdown_signal();
     tokio::spawn(async move {
         shutdown_requested().await;
@@ -18,6 +20,56 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     gateway.wait().await?;
     Ok(())
+}
+
+/// SIGHUP re-reads the purpose catalogue, like AdminService.ReloadPolicy. The change is recorded in the
+/// exchange log as a ReloadPolicy exchange by the local operator (caller department `local`, role
+/// `signal`), so a catalogue change made on the host is as visible to auditors as one made over gRPC.
+#[cfg(unix)]
+async fn reload_policy_on_sighup(state: server::GatewayState) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!(
+            "cannot listen for SIGHUP: reload the purpose catalogue with AdminService.ReloadPolicy"
+        );
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        let started = std::time::Instant::now();
+        let time = time::OffsetDateTime::now_utc();
+        let (outcome_code, outcome_reason) = match state.policy.reload_source(state.departments.as_ref()) {
+            Ok(outcome) => {
+                tracing::info!(previous = %outcome.previous_version, version = %outcome.version, "purpose catalogue reloaded (SIGHUP)");
+                (0, format!("POLICY_RELOADED {} -> {}", outcome.previous_version, outcome.version))
+            }
+            Err(error) => {
+                tracing::error!(%error, "purpose catalogue reload refused (SIGHUP); the catalogue in force stays");
+                (tonic::Code::FailedPrecondition as i32, "POLICY_INVALID".to_owned())
+            }
+        };
+        let exchange = crate::audit::record::Exchange {
+            time,
+            request_id: hex::encode(rand::random::<[u8; 16]>()),
+            trace_id: String::new(),
+            caller_dept: "local".into(),
+            caller_role: "signal".into(),
+            cert_serial: String::new(),
+            cert_fingerprint: String::new(),
+            method: "/fedx.v1.AdminService/ReloadPolicy".into(),
+            purpose: String::new(),
+            legal_basis: None,
+            worker_ref: String::new(),
+            sources_consulted: Vec::new(),
+            disclosed_fields: Vec::new(),
+            claims_verified: Vec::new(),
+            outcome_code,
+            outcome_reason,
+            latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        };
+        if let Err(error) = state.audit.append(exchange).await {
+            tracing::error!(%error, "could not record the SIGHUP policy reload in the exchange log");
+        }
+    }
 }
 
 /// SIGINT or SIGTERM (the latter is what Kubernetes sends).
@@ -45,7 +97,8 @@ async fn shutdown_requested() {
 
 /// Creates what is missing for a local trial — development PKI, one consumer certificate per source
 /// department, an auditor and an admin certificate — prints how to call the gateway, and serves.
-pub async fn demo(config: Config) -> anyhow::Result<()> {
+pub async fn demo(mut config: Config) -> anyhow::Result<()> {
+    demo_catalogue_file(&mut config)?;
     let paths = PkiPaths::new(&config.pki.dir);
     if !paths.ca_cert().exists() {
         pki::init(&paths, &config)?;
@@ -93,6 +146,22 @@ pub async fn demo(config: Config) -> anyhow::Result<()> {
         println!("Certificates for the other demo departments are in {}.", paths.issued_dir().display());
     }
     serve(config).await
+}
+
+/// Without a configured catalogue the demo serves a copy of the built-in one from its data directory, so
+/// that editing it and calling ReloadPolicy (or sending SIGHUP) can be tried.
+fn demo_catalogue_file(config: &mut Config) -> anyhow::Result<()> {
+    if config.policy.purposes_file.is_some() {
+        return Ok(());
+    }
+    let path = config.data_dir.join("purposes.toml");
+    if !path.exists() {
+        std::fs::create_dir_all(&config.data_dir)?;
+        std::fs::write(&path, crate::policy::BUILT_IN_CATALOGUE)?;
+    }
+    println!("purpose catalogue: {} (edit it, then send SIGHUP or call ReloadPolicy)", path.display());
+    config.policy.purposes_file = Some(path);
+    Ok(())
 }
 
 /// Workers in the demo population: enough for namesakes and realistic noise, seeded in seconds.

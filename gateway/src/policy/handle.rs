@@ -5,7 +5,7 @@
 //! completely before the swap; an invalid file changes nothing.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -24,14 +24,89 @@ pub struct ReloadOutcome {
     pub purpose_count: usize,
 }
 
+/// Where the catalogue is read from, at start-up and on every reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogueSource {
+    /// The copy of `deploy/purposes.toml` compiled into the binary: a gateway runs without any policy
+    /// file, but changing the catalogue then needs a rebuild. Production configures a file.
+    BuiltIn,
+    /// A file, re-read on every reload.
+    File(PathBuf),
+}
+
+impl CatalogueSource {
+    /// Reads, parses and validates the catalogue.
+    pub fn load_validated<D: KnownDepartments + ?Sized>(
+        &self,
+        departments: &D,
+    ) -> Result<PurposeCatalogue, PolicyError> {
+        match self {
+            CatalogueSource::BuiltIn => {
+                PurposeCatalogue::from_toml_validated(BUILT_IN_CATALOGUE, departments)
+            }
+            CatalogueSource::File(path) => PurposeCatalogue::load_validated(path, departments),
+        }
+    }
+}
+
+/// `deploy/purposes.toml` as shipped.
+pub const BUILT_IN_CATALOGUE: &str = include_str!("../../../deploy/purposes.toml");
+
 pub struct PolicyHandle {
     current: ArcSwap<PurposeCatalogue>,
+    source: CatalogueSource,
 }
 
 impl PolicyHandle {
-    /// Wraps a catalogue the caller has validated (see [`PurposeCatalogue::load_validated`]).
+    /// Wraps a catalogue the caller has validated (see [`PurposeCatalogue::load_validated`]); reloads
+    /// read the built-in catalogue.
     pub fn new(catalogue: PurposeCatalogue) -> PolicyHandle {
-        PolicyHandle { current: ArcSwap::from_pointee(catalogue) }
+        PolicyHandle { current: ArcSwap::from_pointee(catalogue), source: CatalogueSource::BuiltIn }
+    }
+
+    /// Loads and validates the catalogue from `source` for start-up; reloads read the same source.
+    pub fn open<D: KnownDepartments + ?Sized>(
+        source: CatalogueSource,
+        departments: &D,
+    ) -> Result<PolicyHandle, PolicyError> {
+        let catalogue = source.load_validated(departments)?;
+        Ok(PolicyHandle { current: ArcSwap::from_pointee(catalogue), source })
+    }
+
+    /// Where reloads read from.
+    pub fn source(&self) -> &CatalogueSource {
+        &self.source
+    }
+
+    /// Re-reads the configured source and, if valid, puts it in force (AdminService.ReloadPolicy, SIGHUP).
+    pub fn reload_source<D: KnownDepartments + ?Sized>(
+        &self,
+        departments: &D,
+    ) -> Result<ReloadOutcome, PolicyError> {
+        let catalogue = self.source.load_validated(departments)?;
+        Ok(self.swap(catalogue))
+    }
+
+    /// Validates the configured source without putting it in force.
+    pub fn check_source<D: KnownDepartments + ?Sized>(
+        &self,
+        departments: &D,
+    ) -> Result<ReloadOutcome, PolicyError> {
+        let catalogue = self.source.load_validated(departments)?;
+        Ok(ReloadOutcome {
+            previous_version: self.version(),
+            version: catalogue.version,
+            purpose_count: catalogue.purposes.len(),
+        })
+    }
+
+    fn swap(&self, catalogue: PurposeCatalogue) -> ReloadOutcome {
+        let version = catalogue.version.clone();
+        let purpose_count = catalogue.purposes.len();
+        // `swap` returns what was in force at the instant of the swap, so concurrent reloads each report
+        // the version they actually replaced.
+        let previous = self.current.swap(Arc::new(catalogue));
+        ReloadOutcome { previous_version: previous.version.clone(), version, purpose_count }
     }
 
     /// Loads and validates the file for start-up.
@@ -39,7 +114,7 @@ impl PolicyHandle {
         path: &Path,
         departments: &D,
     ) -> Result<PolicyHandle, PolicyError> {
-        PurposeCatalogue::load_validated(path, departments).map(PolicyHandle::new)
+        PolicyHandle::open(CatalogueSource::File(path.to_owned()), departments)
     }
 
     /// A snapshot of the catalogue in force; hold it for the whole of one request.
@@ -60,12 +135,7 @@ impl PolicyHandle {
         departments: &D,
     ) -> Result<ReloadOutcome, PolicyError> {
         let catalogue = PurposeCatalogue::load_validated(path, departments)?;
-        let version = catalogue.version.clone();
-        let purpose_count = catalogue.purposes.len();
-        // `swap` returns what was in force at the instant of the swap, so concurrent reloads each report
-        // the version they actually replaced.
-        let previous = self.current.swap(Arc::new(catalogue));
-        Ok(ReloadOutcome { previous_version: previous.version.clone(), version, purpose_count })
+        Ok(self.swap(catalogue))
     }
 
     /// Validates the file without putting it in force (ReloadPolicy with `validate_only`).

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 
 use fedx_proto::v1 as pb;
 
-pub use handle::{PolicyHandle, ReloadOutcome};
+pub use handle::{CatalogueSource, PolicyHandle, ReloadOutcome, BUILT_IN_CATALOGUE};
 pub use load::FILE_ENTRY;
 pub use mask::{keep as mask_keep, mask_name, MaskRule};
 pub use schema::{ClaimScope, FieldCategory};

@@ -1,8 +1,9 @@
-//! `fedx.v1.AdminService`: certificate administration over gRPC (role `admin`).
+//! `fedx.v1.AdminService`: certificate and policy administration over gRPC (role `admin`).
 
 use fedx_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::audit_layer::note;
 use super::authz::caller_of;
 use super::convert::{role_to_proto, timestamp};
 use super::error::ApiError;
@@ -191,6 +192,54 @@ impl pb::admin_service_server::AdminService for AdminSvc {
         tracing::info!(serial = %record.serial, dept = %record.dept, by = %caller.dept, %reason, "certificate revoked");
         Ok(Response::new(pb::RevokeCertificateResponse {
             certificate: Some(certificate_to_proto(&record, now_unix())),
+        }))
+    }
+
+    async fn get_purpose_catalogue(
+        &self,
+        request: Request<pb::GetPurposeCatalogueRequest>,
+    ) -> Result<Response<pb::GetPurposeCatalogueResponse>, Status> {
+        caller_of(&request)?;
+        let catalogue = self.state.policy.current();
+        Ok(Response::new(pb::GetPurposeCatalogueResponse {
+            policy_version: catalogue.version.clone(),
+            purposes: catalogue.to_proto(),
+        }))
+    }
+
+    /// Re-reads the purpose catalogue from its configured source. The department registry is part of the
+    /// process configuration and changes with a restart; it is reported, not reloaded. The audit record
+    /// of the call carries both versions as its outcome detail, so every change is in the log.
+    async fn reload_policy(
+        &self,
+        request: Request<pb::ReloadPolicyRequest>,
+    ) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
+        let caller = caller_of(&request)?;
+        let validate_only = request.get_ref().validate_only;
+        let departments = self.state.departments.as_ref();
+        let outcome = if validate_only {
+            self.state.policy.check_source(departments)
+        } else {
+            self.state.policy.reload_source(departments)
+        }
+        .map_err(ApiError::PolicyInvalid)?;
+        let verb = if validate_only { "POLICY_VALID" } else { "POLICY_RELOADED" };
+        note(&request, |n| {
+            n.success_detail = format!("{verb} {} -> {}", outcome.previous_version, outcome.version)
+        });
+        tracing::info!(
+            by = %caller.dept,
+            validate_only,
+            previous = %outcome.previous_version,
+            version = %outcome.version,
+            "purpose catalogue reload"
+        );
+        Ok(Response::new(pb::ReloadPolicyResponse {
+            policy_version: outcome.version,
+            previous_policy_version: outcome.previous_version,
+            purpose_count: i32::try_from(outcome.purpose_count).unwrap_or(i32::MAX),
+            department_count: i32::try_from(departments.departments().count()).unwrap_or(i32::MAX),
+            loaded_at: (!validate_only).then(|| timestamp(now_unix())),
         }))
     }
 }

@@ -14,8 +14,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::audit_layer::note;
+use super::authz::caller_of;
 use super::error::ApiError;
 use super::identity::resolve_subject;
+use super::purpose::permitted_purpose;
 use crate::audit::checkpoint::Checkpoint;
 use crate::audit::merkle::{self, NodeId};
 use crate::audit::record::{ExchangeRecord, LegalBasis};
@@ -292,6 +294,8 @@ impl pb::access_history_service_server::AccessHistoryService for AccessHistorySv
             }
             .into());
         }
+        let caller = caller_of(&request)?;
+        permitted_purpose(&self.state.policy.current(), &r.purpose, &caller)?;
         let mut violations = Vec::new();
         let start = optional_time(r.start_time.as_ref(), "start_time", &mut violations);
         let end = optional_time(r.end_time.as_ref(), "end_time", &mut violations);

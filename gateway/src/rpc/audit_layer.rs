@@ -42,6 +42,10 @@ pub struct AuditNote {
     pub sources_consulted: Vec<String>,
     pub disclosed_fields: Vec<String>,
     pub claims_verified: Vec<String>,
+    /// Recorded as the outcome reason when the call succeeds (failures record their ErrorInfo reason):
+    /// what a successful administrative change did, e.g. the policy versions of a reload. Codes and
+    /// versions only.
+    pub success_detail: String,
 }
 
 /// Shared between the layer (which reads it once the response is ready) and the handler.
@@ -141,8 +145,11 @@ where
 
         Box::pin(async move {
             let mut response = inner.call(request).await?;
-            let (outcome_code, outcome_reason) = outcome_of(response.headers());
+            let (outcome_code, mut outcome_reason) = outcome_of(response.headers());
             let note = note.take();
+            if outcome_code == 0 {
+                outcome_reason = note.success_detail;
+            }
             let exchange = Exchange {
                 time: received_at,
                 request_id: request_id.clone(),

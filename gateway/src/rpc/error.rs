@@ -42,9 +42,30 @@ pub enum ApiError {
     PurposeNotPermitted { purpose: String, why: &'static str },
     #[error("no person matches the subject")]
     SubjectNotFound,
+    /// The purpose catalogue read by a reload is invalid; the one in force stays in force.
+    #[error("{0}")]
+    PolicyInvalid(crate::policy::PolicyError),
+    /// The purpose code is not in the catalogue.
+    #[error("unknown purpose {0}")]
+    PurposeUnknown(String),
     /// The subject matches several people; the field names would tell them apart.
     #[error("the subject matches more than one person; add one of: {}", .0.join(", "))]
     SubjectAmbiguous(Vec<String>),
+    /// A consent named as the legal basis of a request cannot serve as one (PERMISSION_DENIED,
+    /// CONSENT_NOT_FOUND / _REVOKED / _EXPIRED / _SUPERSEDED / _MISMATCH).
+    #[error("consent {consent_id}: {refusal}")]
+    ConsentRefused { consent_id: String, refusal: crate::consent::ConsentRefusal },
+    /// A consent purpose was named without a consent (PERMISSION_DENIED, CONSENT_REQUIRED).
+    #[error("purpose {purpose} rests on the worker's consent: consent_id is required")]
+    ConsentRequired { purpose: String },
+    /// The consent does not cover every category asked for explicitly (PERMISSION_DENIED,
+    /// CONSENT_INSUFFICIENT); `missing` are category codes.
+    #[error("consent {consent_id} does not cover: {}", .missing.join(", "))]
+    ConsentInsufficient { consent_id: String, missing: Vec<String> },
+    /// A consent to supersede or revoke is not in a state that allows it (FAILED_PRECONDITION, same
+    /// reasons): the caller has to look at the consent again rather than retry.
+    #[error("consent {consent_id}: {refusal}")]
+    ConsentConflict { consent_id: String, refusal: crate::consent::ConsentRefusal },
 }
 
 impl ApiError {
@@ -64,6 +85,13 @@ impl ApiError {
             ApiError::PurposeNotPermitted { .. } => ErrorReason::PurposeNotPermitted,
             ApiError::SubjectNotFound => ErrorReason::SubjectNotFound,
             ApiError::SubjectAmbiguous(_) => ErrorReason::SubjectAmbiguous,
+            ApiError::ConsentRefused { refusal, .. } | ApiError::ConsentConflict { refusal, .. } => {
+                consent_reason(refusal)
+            }
+            ApiError::PolicyInvalid(_) => ErrorReason::PolicyInvalid,
+            ApiError::PurposeUnknown(_) => ErrorReason::PurposeUnknown,
+            ApiError::ConsentRequired { .. } => ErrorReason::ConsentRequired,
+            ApiError::ConsentInsufficient { .. } => ErrorReason::ConsentInsufficient,
         }
     }
 
@@ -81,7 +109,12 @@ impl ApiError {
             }
             ApiError::PurposeNotPermitted { .. } => Code::PermissionDenied,
             ApiError::SubjectNotFound => Code::NotFound,
-            ApiError::SubjectAmbiguous(_) => Code::FailedPrecondition,
+            ApiError::ConsentRefused { .. }
+            | ApiError::ConsentRequired { .. }
+            | ApiError::ConsentInsufficient { .. } => Code::PermissionDenied,
+            ApiError::ConsentConflict { .. } => Code::FailedPrecondition,
+            ApiError::SubjectAmbiguous(_) | ApiError::PolicyInvalid(_) => Code::FailedPrecondition,
+            ApiError::PurposeUnknown(_) => Code::InvalidArgument,
         }
     }
 
@@ -101,11 +134,35 @@ impl ApiError {
             ApiError::SubjectAmbiguous(fields) => {
                 HashMap::from([("disambiguating_fields".to_owned(), fields.join(","))])
             }
-            ApiError::PurposeNotPermitted { purpose, .. } => {
+            ApiError::PurposeNotPermitted { purpose, .. } | ApiError::ConsentRequired { purpose } => {
                 HashMap::from([("purpose".to_owned(), purpose.clone())])
+            }
+            ApiError::ConsentInsufficient { consent_id, missing } => HashMap::from([
+                ("consent_id".to_owned(), consent_id.clone()),
+                ("missing_categories".to_owned(), missing.join(",")),
+            ]),
+            ApiError::ConsentRefused { consent_id, refusal }
+            | ApiError::ConsentConflict { consent_id, refusal } => {
+                let mut metadata = HashMap::from([("consent_id".to_owned(), consent_id.clone())]);
+                if let crate::consent::ConsentRefusal::Superseded { by } = refusal {
+                    metadata.insert("superseded_by".to_owned(), by.clone());
+                }
+                metadata
             }
             _ => HashMap::new(),
         }
+    }
+}
+
+/// The ErrorInfo reason of a consent refusal.
+fn consent_reason(refusal: &crate::consent::ConsentRefusal) -> ErrorReason {
+    use crate::consent::ConsentRefusal;
+    match refusal {
+        ConsentRefusal::NotFound => ErrorReason::ConsentNotFound,
+        ConsentRefusal::Revoked => ErrorReason::ConsentRevoked,
+        ConsentRefusal::Expired => ErrorReason::ConsentExpired,
+        ConsentRefusal::Superseded { .. } => ErrorReason::ConsentSuperseded,
+        ConsentRefusal::Mismatch => ErrorReason::ConsentMismatch,
     }
 }
 
@@ -124,10 +181,21 @@ impl From<ApiError> for Status {
         {
             details.set_retry_info(Some(std::time::Duration::from_secs(1)));
         }
-        if let ApiError::InvalidArgument(violations) = &error {
-            for (field, description) in violations {
-                details.add_bad_request_violation(field.clone(), description.clone());
+        match &error {
+            ApiError::InvalidArgument(violations) => {
+                for (field, description) in violations {
+                    details.add_bad_request_violation(field.clone(), description.clone());
+                }
             }
+            ApiError::PolicyInvalid(policy) => {
+                for violation in policy.violations() {
+                    details.add_bad_request_violation(violation.path.clone(), violation.problem.clone());
+                }
+            }
+            ApiError::PurposeUnknown(_) => {
+                details.add_bad_request_violation("purpose", "not a purpose of the catalogue in force");
+            }
+            _ => {}
         }
         let message = match &error {
             ApiError::InvalidArgument(violations) => {

@@ -8,22 +8,25 @@ use tonic::{Request, Response, Status};
 use super::audit::to_timestamp;
 use super::authz::caller_of;
 use super::convert::{caller_to_proto, timestamp};
+use crate::authn::Role;
+use crate::policy::PolicyHandle;
 use crate::signing::KeyRing;
 
 pub struct GatewaySvc {
     keys: Arc<KeyRing>,
+    policy: Arc<PolicyHandle>,
 }
 
 impl GatewaySvc {
-    pub fn new(keys: Arc<KeyRing>) -> GatewaySvc {
-        GatewaySvc { keys }
+    pub fn new(keys: Arc<KeyRing>, policy: Arc<PolicyHandle>) -> GatewaySvc {
+        GatewaySvc { keys, policy }
     }
 }
 
 #[tonic::async_trait]
 impl pb::gateway_service_server::GatewayService for GatewaySvc {
-    /// Echoes the identity taken from the client certificate, so a department can check its set-up.
-    /// `purposes` stays empty until the purpose catalogue exists.
+    /// Echoes the identity taken from the client certificate, so a department can check its set-up, with
+    /// the purposes of the catalogue in force its department is registered for (consumers only).
     async fn who_am_i(
         &self,
         request: Request<pb::WhoAmIRequest>,
@@ -32,7 +35,11 @@ impl pb::gateway_service_server::GatewayService for GatewaySvc {
         Ok(Response::new(pb::WhoAmIResponse {
             caller: Some(caller_to_proto(&caller)),
             certificate_not_after: Some(timestamp(caller.not_after)),
-            purposes: Vec::new(),
+            purposes: if caller.role == Role::Consumer {
+                self.policy.current().purposes_for_department(&caller.dept).map(|p| p.code.clone()).collect()
+            } else {
+                Vec::new()
+            },
         }))
     }
 

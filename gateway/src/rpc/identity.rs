@@ -1,8 +1,12 @@
 //! `fedx.v1.IdentityService`: decode and validate, resolve, and answer with the worker reference and
 //! the evidence summary — field names and scores, never record values or record keys.
 //!
-//! The purpose is required and must look like a catalogue code; whether the caller's department is
-//! registered for it is checked once the purpose catalogue exists (policy issue), not here.
+//! The purpose is required, must be in the catalogue in force, the caller's department registered for it,
+//! and it must grant some worker data: resolution discloses only the reference and evidence summary, but
+//! a purpose with no worker data (employer compliance, access history) has no reason to ask who a worker
+//! is.
+
+use std::sync::Arc;
 
 use fedx_adapters::ident::Sex;
 use fedx_proto::v1 as pb;
@@ -11,6 +15,7 @@ use tonic::{Request, Response, Status};
 use super::audit_layer::note;
 use super::authz::caller_of;
 use super::error::ApiError;
+use super::purpose::permitted_purpose;
 use crate::identity::reference::WorkerRef;
 use crate::identity::resolver::{ResolveError, SourceOutcome};
 use crate::identity::{MatchClass, Query, Resolution, SubjectInput};
@@ -35,6 +40,18 @@ impl pb::identity_service_server::IdentityService for IdentitySvc {
         let caller = caller_of(&request)?;
         note(&request, |n| n.purpose = request.get_ref().purpose.trim().to_owned());
         let (purpose, query) = validate(request.get_ref())?;
+        let catalogue = self.state.policy.current();
+        let permitted = permitted_purpose(&catalogue, &purpose, &caller)?;
+        if !permitted.grants_worker_data() {
+            // Minimum necessity: a purpose that discloses nothing about workers has no need to know
+            // who a worker is (employer checks ask about the enterprise, access history resolves its own
+            // subject).
+            return Err(ApiError::PurposeNotPermitted {
+                purpose,
+                why: "it grants no worker data, so it gives no reason to resolve a worker",
+            }
+            .into());
+        }
         let resolution = self.state.identity.resolve(&query).await.map_err(unavailable)?;
         note(&request, |n| {
             n.sources_consulted = resolution.sources.iter().map(|s| s.dept.code().to_owned()).collect();
@@ -72,10 +89,20 @@ pub async fn resolve_subject(
 ) -> Result<WorkerRef, ApiError> {
     let input = subject_input(subject).map_err(|(f, d)| ApiError::InvalidArgument(vec![(f, d)]))?;
     let query = Query::parse(&input, field).map_err(ApiError::InvalidArgument)?;
-    let resolution = state.identity.resolve(&query).await.map_err(unavailable)?;
+    let resolution = resolve_one(state, &query).await?;
+    resolution.worker_ref.clone().ok_or(ApiError::SubjectNotFound)
+}
+
+/// Resolves a parsed subject to exactly one worker, for services that disclose about that worker (views,
+/// verification, consents). NOT_FOUND and AMBIGUOUS are errors; the ambiguity error names only the query
+/// fields that would settle it.
+pub async fn resolve_one(state: &GatewayState, query: &Query) -> Result<Arc<Resolution>, ApiError> {
+    let resolution = state.identity.resolve(query).await.map_err(unavailable)?;
     match resolution.status {
-        crate::identity::Status::Resolved => resolution.worker_ref.clone().ok_or(ApiError::SubjectNotFound),
-        crate::identity::Status::NotFound => Err(ApiError::SubjectNotFound),
+        crate::identity::Status::Resolved if resolution.worker_ref.is_some() => Ok(resolution),
+        crate::identity::Status::Resolved | crate::identity::Status::NotFound => {
+            Err(ApiError::SubjectNotFound)
+        }
         crate::identity::Status::Ambiguous => Err(ApiError::SubjectAmbiguous(
             resolution.disambiguating_fields.iter().map(|f| (*f).to_owned()).collect(),
         )),
@@ -121,7 +148,9 @@ pub fn validate(request: &pb::ResolveIdentityRequest) -> Result<(String, Query),
     }
 }
 
-fn subject_input(s: &pb::SubjectQuery) -> Result<SubjectInput, (String, String)> {
+/// The subject as resolver input; shared with services that validate a subject together with their
+/// other fields (every violation at once) before resolving it.
+pub(crate) fn subject_input(s: &pb::SubjectQuery) -> Result<SubjectInput, (String, String)> {
     let sex = match pb::Sex::try_from(s.sex) {
         Ok(pb::Sex::Unspecified) => None,
         Ok(pb::Sex::Male) => Some(Sex::Male),

@@ -35,10 +35,7 @@ const fn method(path: &'static str, roles: &'static [Role], availability: Availa
 
 use Availability::{Implemented, Planned};
 
-const VIEWS: Availability = Planned("worker views are not implemented in this release");
 const VERIFY: Availability = Planned("joint verification is not implemented in this release");
-const CONSENT: Availability = Planned("consent management is not implemented in this release");
-const POLICY: Availability = Planned("the purpose catalogue is not implemented in this release");
 
 pub const METHODS: &[MethodSpec] = &[
     method("/grpc.health.v1.Health/Check", ANY, Implemented),
@@ -48,14 +45,14 @@ pub const METHODS: &[MethodSpec] = &[
     method("/fedx.v1.GatewayService/WhoAmI", ANY, Implemented),
     method("/fedx.v1.GatewayService/GetSigningKeys", ANY, Implemented),
     method("/fedx.v1.IdentityService/ResolveIdentity", CONSUMER, Implemented),
-    method("/fedx.v1.WorkerViewService/GetWorkerView", CONSUMER, VIEWS),
+    method("/fedx.v1.WorkerViewService/GetWorkerView", CONSUMER, Implemented),
     method("/fedx.v1.VerificationService/JointVerify", CONSUMER, VERIFY),
     method("/fedx.v1.VerificationService/BatchVerify", CONSUMER, VERIFY),
     method("/fedx.v1.VerificationService/VerifyReceipt", RECEIPT_CHECKERS, VERIFY),
-    method("/fedx.v1.ConsentService/GrantConsent", CONSUMER, CONSENT),
-    method("/fedx.v1.ConsentService/RevokeConsent", CONSUMER, CONSENT),
-    method("/fedx.v1.ConsentService/GetConsent", CONSUMER, CONSENT),
-    method("/fedx.v1.ConsentService/ListConsents", CONSUMER, CONSENT),
+    method("/fedx.v1.ConsentService/GrantConsent", CONSUMER, Implemented),
+    method("/fedx.v1.ConsentService/RevokeConsent", CONSUMER, Implemented),
+    method("/fedx.v1.ConsentService/GetConsent", CONSUMER, Implemented),
+    method("/fedx.v1.ConsentService/ListConsents", CONSUMER, Implemented),
     method("/fedx.v1.AccessHistoryService/GetAccessHistory", CONSUMER, Implemented),
     method("/fedx.v1.AuditService/QueryExchanges", AUDITOR, Implemented),
     method("/fedx.v1.AuditService/VerifyChain", AUDITOR, Implemented),
@@ -65,8 +62,8 @@ pub const METHODS: &[MethodSpec] = &[
     method("/fedx.v1.AuditService/GetConsistencyProof", AUDITOR, Implemented),
     method("/fedx.v1.AdminService/ListCertificates", ADMIN, Implemented),
     method("/fedx.v1.AdminService/RevokeCertificate", ADMIN, Implemented),
-    method("/fedx.v1.AdminService/GetPurposeCatalogue", ADMIN, POLICY),
-    method("/fedx.v1.AdminService/ReloadPolicy", ADMIN, POLICY),
+    method("/fedx.v1.AdminService/GetPurposeCatalogue", ADMIN, Implemented),
+    method("/fedx.v1.AdminService/ReloadPolicy", ADMIN, Implemented),
 ];
 
 pub fn lookup(path: &str) -> Option<&'static MethodSpec> {

@@ -5,11 +5,14 @@ pub mod admin;
 pub mod audit;
 pub mod audit_layer;
 pub mod authz;
+pub mod consent;
 pub mod convert;
 pub mod error;
 pub mod gateway;
 pub mod identity;
 pub mod methods;
+pub mod purpose;
+pub mod view;
 
 use fedx_proto::v1 as pb;
 use tonic::service::Routes;
@@ -26,9 +29,7 @@ use authz::AuthLayer;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Planned;
 
-impl pb::worker_view_service_server::WorkerViewService for Planned {}
 impl pb::verification_service_server::VerificationService for Planned {}
-impl pb::consent_service_server::ConsentService for Planned {}
 
 /// Largest request the gateway decodes; larger ones fail with RESOURCE_EXHAUSTED before parsing.
 pub const MAX_DECODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
@@ -47,6 +48,12 @@ pub async fn router(state: GatewayState) -> GatewayRouter {
         .set_serving::<pb::identity_service_server::IdentityServiceServer<identity::IdentitySvc>>()
         .await;
     health_reporter.set_serving::<pb::audit_service_server::AuditServiceServer<audit::AuditSvc>>().await;
+    health_reporter
+        .set_serving::<pb::worker_view_service_server::WorkerViewServiceServer<view::WorkerViewSvc>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::consent_service_server::ConsentServiceServer<consent::ConsentSvc>>()
+        .await;
     health_reporter
         .set_serving::<pb::access_history_service_server::AccessHistoryServiceServer<audit::AccessHistorySvc>>()
         .await;
@@ -70,6 +77,7 @@ pub async fn router(state: GatewayState) -> GatewayRouter {
         .add_service(
             pb::gateway_service_server::GatewayServiceServer::new(gateway::GatewaySvc::new(
                 state.audit.keys().clone(),
+                state.policy.clone(),
             ))
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
         )
@@ -83,9 +91,17 @@ pub async fn router(state: GatewayState) -> GatewayRouter {
             ))
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
         )
-        .add_service(pb::worker_view_service_server::WorkerViewServiceServer::new(Planned))
+        .add_service(
+            pb::worker_view_service_server::WorkerViewServiceServer::new(view::WorkerViewSvc::new(
+                state.clone(),
+            ))
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        )
         .add_service(pb::verification_service_server::VerificationServiceServer::new(Planned))
-        .add_service(pb::consent_service_server::ConsentServiceServer::new(Planned))
+        .add_service(
+            pb::consent_service_server::ConsentServiceServer::new(consent::ConsentSvc::new(state.clone()))
+                .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        )
         .add_service(
             pb::audit_service_server::AuditServiceServer::new(audit::AuditSvc::new(state.clone()))
                 .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
