@@ -71,6 +71,7 @@ backend_suite!(
     writer_checkpoints_by_record_count,
     separators_and_odd_values,
     many_chunks_first_failure,
+    subject_queries_span_the_index_and_its_tail,
 );
 
 type TestFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + 'a>>;
@@ -1024,5 +1025,71 @@ async fn many_chunks_first_failure(db: &Db) -> anyhow::Result<()> {
     assert_failure(&verify_range(&store, &keys, 9001, None).await?, 17000, ChainFailure::RecordHashMismatch)?;
     assert_failure(&verify_range(&store, &keys, 17001, None).await?, 19000, ChainFailure::SeqGap)?;
     assert_valid(&verify_range(&store, &keys, 9001, Some(16999)).await?)?;
+    Ok(())
+}
+
+/// Queries by subject see every record whether it is in the bulk-built subject index or still in the tail
+/// after its watermark, before, during and after indexing; pruning removes index entries with the records.
+async fn subject_queries_span_the_index_and_its_tail(db: &Db) -> anyhow::Result<()> {
+    let store = db.open().await?;
+    let by_subject = |store: &AuditStore| {
+        let store = store.clone();
+        async move {
+            let f = ExchangeFilter { worker_ref: Some("wr-3".into()), ..Default::default() };
+            let queried: Vec<u64> = store.query(&f, 0, 10_000).await?.iter().map(|r| r.seq).collect();
+            let mut history: Vec<u64> =
+                store.access_history("wr-3", None, None, None, 10_000).await?.iter().map(|r| r.seq).collect();
+            history.reverse();
+            anyhow::Ok((queried, history))
+        }
+    };
+    append_n(&store, 0, 100).await?;
+    let expected: Vec<u64> = (1..=100).filter(|seq| (seq - 1) % 5 == 3).collect();
+    ensure!(store.subject_backlog().await? == 100);
+    let (queried, history) = by_subject(&store).await?;
+    ensure!(queried == expected, "tail only: {queried:?}");
+    // Access history leaves AuditService calls out; the query does not.
+    ensure!(history.iter().all(|seq| expected.contains(seq)) && !history.is_empty());
+
+    // Index part of it: the answer does not change.
+    ensure!(store.index_subjects(37).await? == 37);
+    ensure!(store.subject_backlog().await? == 63);
+    ensure!(by_subject(&store).await? == (queried.clone(), history.clone()));
+    let indexed =
+        sqlx::query("SELECT count(*) FROM audit_subjects WHERE seq <= 37").fetch_one(store.pool()).await?;
+    ensure!(sqlx::Row::try_get::<i64, _>(&indexed, 0)? == 37, "every record names a worker");
+
+    // All of it, then more records on top.
+    ensure!(store.index_subjects(u64::MAX).await? == 63);
+    ensure!(store.index_subjects(u64::MAX).await? == 0);
+    append_n(&store, 100, 50).await?;
+    let expected: Vec<u64> = (1..=150).filter(|seq| (seq - 1) % 5 == 3).collect();
+    let (queried, _) = by_subject(&store).await?;
+    ensure!(queried == expected, "index and tail: {queried:?}");
+
+    // A second store on the same database (another replica) sees the same.
+    let other = db.open().await?;
+    ensure!(by_subject(&other).await?.0 == expected);
+
+    // Pruning removes the subject index entries of the pruned records (retention boundaries are
+    // multiples of 1024 records).
+    append_n(&store, 150, 2000).await?;
+    store.index_subjects(u64::MAX).await?;
+    ensure!(store
+        .sign_checkpoint(&KeyRing::generate_for_tests(), OffsetDateTime::now_utc())
+        .await?
+        .is_some());
+    let report = store.prune(OffsetDateTime::now_utc() + TimeDuration::days(1)).await?;
+    ensure!(report.pruned_through == 2048, "{report:?}");
+    let count = |sql: &'static str| {
+        let store = store.clone();
+        async move {
+            anyhow::Ok(sqlx::Row::try_get::<i64, _>(&sqlx::query(sql).fetch_one(store.pool()).await?, 0)?)
+        }
+    };
+    ensure!(count("SELECT count(*) FROM audit_subjects WHERE seq <= 2048").await? == 0);
+    ensure!(count("SELECT count(*) FROM audit_subjects WHERE seq > 2048").await? == 102);
+    let (queried, _) = by_subject(&store).await?;
+    ensure!(queried == (2049..=2150u64).filter(|s| (s - 1) % 5 == 3).collect::<Vec<_>>());
     Ok(())
 }

@@ -9,6 +9,11 @@
 //! - `audit_head`: one row (`id = 1`): last seq, its hash, the Merkle frontier (compact range) of the
 //!   tree over all records, and the retention boundary `pruned_through`.
 //! - `audit_checkpoints`: signed checkpoints.
+//! - `audit_subjects`: `(worker_ref, seq)` for queries by subject, extended in bulk by the writer between
+//!   group commits ([`AuditStore::index_subjects`]) up to `audit_head.subjects_through`; queries by subject
+//!   also scan the records after that watermark, so they are complete at every moment. Keeping this
+//!   random-key index out of the append transaction is what lets a commit touch only pages at the end of
+//!   the log (migration `0004_audit_subjects.sql` has the measurements' reasoning).
 //!
 //! # Appends
 //! [`AuditStore::append`] seals and writes a batch in one transaction that first locks the head row
@@ -254,7 +259,7 @@ impl AuditStore {
                         // than in a temporary file created and deleted per statement; they only serve
                         // to roll back a failed statement, never durability.
                         conn.execute("PRAGMA temp_store = MEMORY").await?;
-                        // Room for the index pages random keys (worker_ref) touch.
+                        // Room for the subject index pages a bulk of random keys touches.
                         conn.execute("PRAGMA cache_size = -32768").await?;
                     }
                     Ok(())
@@ -468,6 +473,47 @@ impl AuditStore {
         Ok(())
     }
 
+    /// Records appended but not yet in the subject index (see migration `0004_audit_subjects.sql`).
+    pub async fn subject_backlog(&self) -> Result<u64, AuditError> {
+        let row = sqlx::query("SELECT seq, subjects_through FROM audit_head WHERE id = 1")
+            .fetch_one(self.pool())
+            .await?;
+        let seq: i64 = row.try_get(0)?;
+        let through: i64 = row.try_get(1)?;
+        Ok((seq as u64).saturating_sub(through as u64))
+    }
+
+    /// Adds up to `max_records` records after the subject index's watermark to the index, in one
+    /// transaction on the writer connection, and returns how many records it covered. The writer calls it
+    /// between group commits, in bulk, so that the index's random inserts are paid once per page per bulk
+    /// rather than once per record per commit.
+    pub async fn index_subjects(&self, max_records: u64) -> Result<u64, AuditError> {
+        let (mut tx, head) = self.begin_locked().await?;
+        let row =
+            sqlx::query("SELECT subjects_through FROM audit_head WHERE id = 1").fetch_one(&mut *tx).await?;
+        let through = row.try_get::<i64, _>(0)? as u64;
+        let upto = head.seq.min(through.saturating_add(max_records));
+        if upto <= through {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        // In key order, so that consecutive inserts land on the same index pages.
+        sqlx::query(
+            "INSERT INTO audit_subjects (worker_ref, seq) SELECT worker_ref, seq FROM audit_records \
+             WHERE seq > $1 AND seq <= $2 AND worker_ref <> '' ORDER BY worker_ref, seq",
+        )
+        .bind(through as i64)
+        .bind(upto as i64)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE audit_head SET subjects_through = $1 WHERE id = 1")
+            .bind(upto as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(upto - through)
+    }
+
     /// Records matching `filter` with seq > `after_seq`, ascending, at most `limit`.
     pub async fn query(
         &self,
@@ -506,8 +552,8 @@ impl AuditStore {
             sql.push_str(&params.push(Param::Int32(code)));
         }
         if let Some(worker_ref) = &filter.worker_ref {
-            sql.push_str(" AND worker_ref = ");
-            sql.push_str(&params.push(Param::Text(worker_ref)));
+            sql.push_str(" AND ");
+            sql.push_str(&subject_condition(&mut params, worker_ref));
         }
         sql.push_str(" ORDER BY seq LIMIT ");
         sql.push_str(&params.push(Param::Int(clamp_limit(limit))));
@@ -529,8 +575,8 @@ impl AuditStore {
             return Ok(Vec::new());
         }
         let mut params = Params::default();
-        let mut sql = format!("SELECT {RECORD_COLUMNS} FROM audit_records WHERE worker_ref = ");
-        sql.push_str(&params.push(Param::Text(worker_ref)));
+        let mut sql = format!("SELECT {RECORD_COLUMNS} FROM audit_records WHERE ");
+        sql.push_str(&subject_condition(&mut params, worker_ref));
         sql.push_str(&format!(
             " AND substr(method, 1, {}) <> '{AUDIT_SERVICE_PREFIX}'",
             AUDIT_SERVICE_PREFIX.len()
@@ -886,6 +932,13 @@ impl AuditStore {
                 low = high;
             }
         }
+        // The subject index must not keep references retention has removed from the log.
+        if pruned_through > 0 {
+            sqlx::query("DELETE FROM audit_subjects WHERE seq <= $1")
+                .bind(pruned_through as i64)
+                .execute(&self.writer)
+                .await?;
+        }
         let anchor = if pruned_through == 0 {
             None
         } else {
@@ -1061,6 +1114,19 @@ impl<'a> Params<'a> {
         }
         query
     }
+}
+
+/// Records about `worker_ref`: those in the subject index, and those after it (`subjects_through`) with
+/// that reference. One statement, so one snapshot: the index and its watermark never disagree, and no
+/// record is counted twice or missed while the writer extends the index.
+fn subject_condition<'a>(params: &mut Params<'a>, worker_ref: &'a str) -> String {
+    let indexed = params.push(Param::Text(worker_ref));
+    let tail = params.push(Param::Text(worker_ref));
+    format!(
+        "seq IN (SELECT seq FROM audit_subjects WHERE worker_ref = {indexed} \
+         UNION ALL SELECT seq FROM audit_records \
+         WHERE seq > (SELECT subjects_through FROM audit_head WHERE id = 1) AND worker_ref = {tail})"
+    )
 }
 
 fn decode_rows(rows: &[AnyRow]) -> Result<Vec<ExchangeRecord>, AuditError> {

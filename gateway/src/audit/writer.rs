@@ -176,6 +176,50 @@ impl AuditLog {
     }
 }
 
+/// Records per subject-index bulk: large enough that an index page is written once for many records,
+/// small enough that the unindexed tail a subject query scans stays short.
+const SUBJECT_INDEX_BULK: u64 = 8_192;
+/// A writer idle this long indexes what is left, so a quiet log has no tail to scan.
+const SUBJECT_INDEX_IDLE: Duration = Duration::from_millis(200);
+
+/// Extends the subject index between group commits (see [`AuditStore::index_subjects`]). A failure is
+/// logged and retried later: queries stay complete without the index (they scan the unindexed tail), so
+/// indexing never holds up appends.
+struct SubjectIndexer {
+    backlog: u64,
+}
+
+impl SubjectIndexer {
+    async fn new(store: &AuditStore) -> SubjectIndexer {
+        let backlog = store.subject_backlog().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the subject index watermark; indexing from the next append");
+            1
+        });
+        SubjectIndexer { backlog }
+    }
+
+    async fn run(&mut self, store: &AuditStore) {
+        loop {
+            match store.index_subjects(SUBJECT_INDEX_BULK * 8).await {
+                Ok(0) => {
+                    self.backlog = 0;
+                    return;
+                }
+                Ok(indexed) => {
+                    self.backlog = self.backlog.saturating_sub(indexed);
+                    if self.backlog < SUBJECT_INDEX_BULK {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "subject index not extended; will retry");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 async fn write_loop(
     store: AuditStore,
     counters: Arc<Counters>,
@@ -187,7 +231,20 @@ async fn write_loop(
 ) {
     let mut exchanges = Vec::with_capacity(max_batch);
     let mut replies = Vec::with_capacity(max_batch);
-    while let Some((exchange, reply)) = receiver.recv().await {
+    let mut subjects = SubjectIndexer::new(&store).await;
+    loop {
+        let next = if subjects.backlog == 0 {
+            receiver.recv().await
+        } else {
+            match tokio::time::timeout(SUBJECT_INDEX_IDLE, receiver.recv()).await {
+                Ok(next) => next,
+                Err(_idle) => {
+                    subjects.run(&store).await;
+                    continue;
+                }
+            }
+        };
+        let Some((exchange, reply)) = next else { break };
         exchanges.push(exchange);
         replies.push(reply);
         // Let the requests woken by the previous commit's answers enqueue before the queue is drained:
@@ -214,6 +271,10 @@ async fn write_loop(
                 if checkpoint_every > 0 && total >= checkpoint_every {
                     threshold_reached.notify_one();
                 }
+                subjects.backlog += appended;
+                if subjects.backlog >= SUBJECT_INDEX_BULK {
+                    subjects.run(&store).await;
+                }
             }
             Err(e) => {
                 counters.failed_commits.fetch_add(1, Ordering::Relaxed);
@@ -227,6 +288,10 @@ async fn write_loop(
         }
         exchanges.clear();
         replies.clear();
+    }
+    // Shutting down: leave no tail for the next start to scan.
+    if subjects.backlog > 0 {
+        subjects.run(&store).await;
     }
 }
 
