@@ -18,38 +18,12 @@ use fedx_gateway::audit::verify::{verify_range, verify_saved_checkpoint, ChainFa
 use fedx_gateway::audit::writer::AuditLog;
 use fedx_gateway::audit::{AuditConfig, AuditError, Hash, ZERO_HASH};
 use fedx_gateway::signing::KeyRing;
-use sqlx::Connection;
-use tempfile::TempDir;
 use time::macros::datetime;
 use time::{Duration as TimeDuration, OffsetDateTime};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
+mod support;
 
-/// Instantiates each test once per backend: `sqlite::name` and `postgres::name`.
-macro_rules! backend_suite {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() -> anyhow::Result<()> {
-                    super::run(super::Backend::Sqlite, |db| Box::pin(super::$test(db))).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() -> anyhow::Result<()> {
-                    super::run(super::Backend::Postgres, |db| Box::pin(super::$test(db))).await
-                }
-            )*
-        }
-    };
-}
+use support::{run, Backend, Db};
 
 backend_suite!(
     append_query_and_paging,
@@ -74,85 +48,10 @@ backend_suite!(
     subject_queries_span_the_index_and_its_tail,
 );
 
-type TestFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + 'a>>;
-
-async fn run(backend: Backend, test: impl for<'a> FnOnce(&'a Db) -> TestFuture<'a>) -> anyhow::Result<()> {
-    let Some(db) = Db::create(backend).await? else {
-        return Ok(());
-    };
-    let result = test(&db).await;
-    let dropped = db.drop_database().await;
-    result?;
-    dropped
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("FEDX_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A database for one test.
-struct Db {
-    url: String,
-    pg_name: Option<String>,
-    _dir: TempDir,
-}
-
 impl Db {
-    /// `None` when PostgreSQL is unreachable and not required.
-    async fn create(backend: Backend) -> anyhow::Result<Option<Db>> {
-        let dir = tempfile::tempdir()?;
-        match backend {
-            Backend::Sqlite => Ok(Some(Db {
-                url: format!("sqlite://{}?mode=rwc", dir.path().join("fedx.db").display()),
-                pg_name: None,
-                _dir: dir,
-            })),
-            Backend::Postgres => {
-                let mut admin = match sqlx::PgConnection::connect(&pg_admin_url()).await {
-                    Ok(admin) => admin,
-                    Err(e) if std::env::var("FEDX_REQUIRE_PG").is_ok_and(|v| v == "1") => {
-                        anyhow::bail!("PostgreSQL required (FEDX_REQUIRE_PG=1) but unreachable: {e}")
-                    }
-                    Err(e) => {
-                        eprintln!("skipping PostgreSQL test: server unreachable ({e})");
-                        return Ok(None);
-                    }
-                };
-                let name = format!("fedx_audit_{}", unique_suffix());
-                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
-                admin.close().await?;
-                let base = pg_admin_url();
-                let server = base.rsplit_once('/').map(|(server, _)| server).unwrap_or(&base);
-                Ok(Some(Db { url: format!("{server}/{name}"), pg_name: Some(name), _dir: dir }))
-            }
-        }
-    }
-
     async fn open(&self) -> anyhow::Result<AuditStore> {
         Ok(AuditStore::open(&self.url).await?)
     }
-
-    async fn drop_database(&self) -> anyhow::Result<()> {
-        if let Some(name) = &self.pg_name {
-            let mut admin = sqlx::PgConnection::connect(&pg_admin_url()).await?;
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await?;
-            admin.close().await?;
-        }
-        Ok(())
-    }
-}
-
-fn unique_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!(
-        "{}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 const DEPTS: [&str; 3] = ["HRSS", "TAX", "MPS"];

@@ -29,14 +29,13 @@ use super::audit_layer::note;
 use super::authz::caller_of;
 use super::convert::role_to_proto;
 use super::error::ApiError;
-use super::identity::{resolve_subject, subject_input};
+use super::identity::{parse_subject, resolve_subject};
 use crate::audit::record::LegalBasis;
 use crate::authn::{is_dept_code, Caller};
 use crate::consent::{
     is_well_formed_consent_id, Actor, CheckError, Consent, ConsentError, ConsentStatus, ListCursor,
     NewConsent, RevocationReason,
 };
-use crate::identity::Query;
 use crate::policy::{FieldCategory, PurposeCatalogue};
 use crate::server::GatewayState;
 
@@ -468,18 +467,7 @@ fn is_code(s: &str) -> bool {
 /// Checks the subject's identifiers without resolving them (resolution happens once the whole request is
 /// valid), adding violations on `subject` or `subject.<field>`.
 fn validate_subject(subject: Option<&pb::SubjectQuery>, violations: &mut Vec<(String, String)>) {
-    let Some(subject) = subject.filter(|s| **s != pb::SubjectQuery::default()) else {
-        violations.push(v("subject", "the worker must be identified"));
-        return;
-    };
-    match subject_input(subject) {
-        Err(violation) => violations.push(violation),
-        Ok(input) => {
-            if let Err(found) = Query::parse(&input, "subject") {
-                violations.extend(found);
-            }
-        }
-    }
+    parse_subject(subject, violations);
 }
 
 /// A required consent id; the value is never echoed.

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use super::audit_layer::note;
 use super::authz::caller_of;
 use super::error::ApiError;
-use super::purpose::permitted_purpose;
+use super::purpose::{check_purpose_code, permitted_purpose};
 use crate::identity::reference::WorkerRef;
 use crate::identity::resolver::{ResolveError, SourceOutcome};
 use crate::identity::{MatchClass, Query, Resolution, SubjectInput};
@@ -113,38 +113,39 @@ pub async fn resolve_one(state: &GatewayState, query: &Query) -> Result<Arc<Reso
 pub fn validate(request: &pb::ResolveIdentityRequest) -> Result<(String, Query), ApiError> {
     let mut violations = Vec::new();
     let purpose = request.purpose.trim();
-    if purpose.is_empty() {
-        violations.push(("purpose".to_owned(), "a purpose code is required".to_owned()));
-    } else if !purpose.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        || purpose.len() > 64
-    {
-        violations
-            .push(("purpose".to_owned(), "purpose codes are lower-case letters, digits and '_'".to_owned()));
-    } else if purpose == "access_history" {
+    if check_purpose_code(purpose, &mut violations) && purpose == "access_history" {
         violations.push(("purpose".to_owned(), "access_history is only for AccessHistoryService".to_owned()));
     }
-    let query = match &request.subject {
-        None => {
-            violations.push(("subject".to_owned(), "a subject is required".to_owned()));
-            None
-        }
-        Some(subject) => match subject_input(subject) {
-            Err(v) => {
-                violations.push(v);
-                None
-            }
-            Ok(input) => match Query::parse(&input, "subject") {
-                Ok(q) => Some(q),
-                Err(v) => {
-                    violations.extend(v);
-                    None
-                }
-            },
-        },
-    };
+    let query = parse_subject(request.subject.as_ref(), &mut violations);
     match query {
         Some(q) if violations.is_empty() => Ok((purpose.to_owned(), q)),
         _ => Err(ApiError::InvalidArgument(violations)),
+    }
+}
+
+/// Parses a request's `subject`, adding every problem to `violations` (on `subject` or
+/// `subject.<field>`, never echoing a value), for services that validate a subject together with their
+/// other fields before resolving it. An empty subject is a violation.
+pub(crate) fn parse_subject(
+    subject: Option<&pb::SubjectQuery>,
+    violations: &mut Vec<(String, String)>,
+) -> Option<Query> {
+    let Some(subject) = subject.filter(|s| **s != pb::SubjectQuery::default()) else {
+        violations.push(("subject".to_owned(), "a subject is required".to_owned()));
+        return None;
+    };
+    match subject_input(subject) {
+        Err(v) => {
+            violations.push(v);
+            None
+        }
+        Ok(input) => match Query::parse(&input, "subject") {
+            Ok(q) => Some(q),
+            Err(v) => {
+                violations.extend(v);
+                None
+            }
+        },
     }
 }
 

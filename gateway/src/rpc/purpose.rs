@@ -26,6 +26,23 @@ pub fn permitted_purpose<'c>(
     Ok(purpose)
 }
 
+/// Checks the form of a required purpose code (lower-case letters, digits and `_`, at most 64), adding a
+/// violation on `purpose` if it is wrong; true when it is well formed. Whether the catalogue knows it is
+/// [`permitted_purpose`]'s question.
+pub fn check_purpose_code(purpose: &str, violations: &mut Vec<(String, String)>) -> bool {
+    let problem = if purpose.is_empty() {
+        "a purpose code is required"
+    } else if purpose.len() > 64
+        || !purpose.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        "purpose codes are lower-case letters, digits and '_'"
+    } else {
+        return true;
+    };
+    violations.push(("purpose".to_owned(), problem.to_owned()));
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use tonic::Code;

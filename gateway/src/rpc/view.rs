@@ -26,8 +26,8 @@ use tonic::{Request, Response, Status};
 use super::audit_layer::note;
 use super::authz::caller_of;
 use super::error::ApiError;
-use super::identity::{resolve_one, subject_input};
-use super::purpose::permitted_purpose;
+use super::identity::{parse_subject, resolve_one};
+use super::purpose::{check_purpose_code, permitted_purpose};
 use crate::audit::record::LegalBasis;
 use crate::consent::CheckError;
 use crate::identity::Query;
@@ -64,33 +64,8 @@ const MAX_CONSENT_ID_LEN: usize = 64;
 pub fn validate(request: &pb::GetWorkerViewRequest) -> Result<ViewQuery, ApiError> {
     let mut violations = Vec::new();
     let purpose = request.purpose.trim();
-    if purpose.is_empty() {
-        violations.push(("purpose".to_owned(), "a purpose code is required".to_owned()));
-    } else if purpose.len() > 64
-        || !purpose.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    {
-        violations
-            .push(("purpose".to_owned(), "purpose codes are lower-case letters, digits and '_'".to_owned()));
-    }
-    let subject = match &request.subject {
-        None => {
-            violations.push(("subject".to_owned(), "a subject is required".to_owned()));
-            None
-        }
-        Some(subject) => match subject_input(subject) {
-            Err(v) => {
-                violations.push(v);
-                None
-            }
-            Ok(input) => match Query::parse(&input, "subject") {
-                Ok(query) => Some(query),
-                Err(v) => {
-                    violations.extend(v);
-                    None
-                }
-            },
-        },
-    };
+    check_purpose_code(purpose, &mut violations);
+    let subject = parse_subject(request.subject.as_ref(), &mut violations);
     let mut categories = BTreeSet::new();
     for (i, value) in request.field_categories.iter().enumerate() {
         match pb::FieldCategory::try_from(*value).ok().and_then(FieldCategory::from_proto) {
