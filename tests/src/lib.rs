@@ -26,6 +26,26 @@ pub mod wire;
 
 pub use faults::{Fault, SourceFaults};
 
+/// People of a seeded population every source can resolve by ID and name, distinct from each other: in
+/// public security and at least two other sources, and nobody's namesake.
+pub fn resolvable(truth: &[TruthRecord]) -> Vec<&TruthRecord> {
+    truth
+        .iter()
+        .filter(|t| {
+            t.records.contains_key("public_security") && t.records.len() >= 3 && t.namesake_of.is_none()
+        })
+        .collect()
+}
+
+/// A seeded person as a requester knows them: citizen ID and name.
+pub fn subject_of(person: &TruthRecord) -> pb::SubjectQuery {
+    pb::SubjectQuery {
+        citizen_id: person.citizen_id.clone(),
+        name: person.name.clone(),
+        ..Default::default()
+    }
+}
+
 /// Which gateway store a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

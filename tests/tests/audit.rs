@@ -13,7 +13,7 @@ use fedx_gateway::audit::checkpoint::Checkpoint;
 use fedx_gateway::audit::merkle::{self, leaf_hash, node_hash};
 use fedx_gateway::audit::Hash;
 use fedx_gateway::authn::Role;
-use fedx_tests::{backend_suite, pb, Backend, ClientIdentity, TestGateway};
+use fedx_tests::{backend_suite, pb, resolvable, subject_of, Backend, ClientIdentity, TestGateway};
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -38,24 +38,6 @@ const ALL_SOURCES: [&str; 5] =
 
 fn small_population() -> SeedOptions {
     SeedOptions::new(200, 7)
-}
-
-/// People every source can resolve by ID and name, distinct from each other.
-fn resolvable(truth: &[TruthRecord]) -> Vec<&TruthRecord> {
-    truth
-        .iter()
-        .filter(|t| {
-            t.records.contains_key("public_security") && t.records.len() >= 3 && t.namesake_of.is_none()
-        })
-        .collect()
-}
-
-fn subject_of(person: &TruthRecord) -> pb::SubjectQuery {
-    pb::SubjectQuery {
-        citizen_id: person.citizen_id.clone(),
-        name: person.name.clone(),
-        ..Default::default()
-    }
 }
 
 /// The suite calls from several departments under one purpose: the shipped catalogue registers only

@@ -10,7 +10,7 @@ use fedx_adapters::{SeedOptions, TruthRecord};
 use fedx_gateway::audit::record::{ExchangeRecord, LegalBasis};
 use fedx_gateway::audit::store::ExchangeFilter;
 use fedx_gateway::authn::Role;
-use fedx_tests::{backend_suite, pb, Backend, ClientIdentity, TestGateway};
+use fedx_tests::{backend_suite, pb, resolvable, subject_of, Backend, ClientIdentity, TestGateway};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -25,24 +25,6 @@ const REVOKE: &str = "/fedx.v1.ConsentService/RevokeConsent";
 
 fn population() -> SeedOptions {
     SeedOptions::new(200, 7)
-}
-
-/// People every source can resolve by ID and name, distinct from each other.
-fn resolvable(truth: &[TruthRecord]) -> Vec<&TruthRecord> {
-    truth
-        .iter()
-        .filter(|t| {
-            t.records.contains_key("public_security") && t.records.len() >= 3 && t.namesake_of.is_none()
-        })
-        .collect()
-}
-
-fn subject_of(person: &TruthRecord) -> pb::SubjectQuery {
-    pb::SubjectQuery {
-        citizen_id: person.citizen_id.clone(),
-        name: person.name.clone(),
-        ..Default::default()
-    }
 }
 
 fn unix_now() -> i64 {

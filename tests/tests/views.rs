@@ -12,7 +12,7 @@ use fedx_gateway::audit::store::ExchangeFilter;
 use fedx_gateway::authn::Role;
 use fedx_gateway::policy::{Purpose, PurposeCatalogue, BUILT_IN_CATALOGUE};
 use fedx_tests::wire::fields_present;
-use fedx_tests::{backend_suite, pb, Backend, Fault, TestGateway};
+use fedx_tests::{backend_suite, pb, subject_of, Backend, Fault, TestGateway};
 use prost::Message;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -44,14 +44,6 @@ fn well_known(truth: &[TruthRecord]) -> &TruthRecord {
             )
         })
         .expect("a populated seed")
-}
-
-fn subject_of(person: &TruthRecord) -> pb::SubjectQuery {
-    pb::SubjectQuery {
-        citizen_id: person.citizen_id.clone(),
-        name: person.name.clone(),
-        ..Default::default()
-    }
 }
 
 fn view_request(purpose: &str, person: &TruthRecord, consent_id: &str) -> pb::GetWorkerViewRequest {
