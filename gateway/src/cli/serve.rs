@@ -37,7 +37,7 @@ async fn reload_policy_on_sighup(state: server::GatewayState) {
     while hangup.recv().await.is_some() {
         let started = std::time::Instant::now();
         let time = time::OffsetDateTime::now_utc();
-        let (outcome_code, outcome_reason) = match state.policy.reload_source(state.departments.as_ref()) {
+        let (outcome_code, outcome_reason) = match state.policy.reload(state.departments.as_ref()) {
             Ok(outcome) => {
                 tracing::info!(previous = %outcome.previous_version, version = %outcome.version, "purpose catalogue reloaded (SIGHUP)");
                 (0, format!("POLICY_RELOADED {} -> {}", outcome.previous_version, outcome.version))

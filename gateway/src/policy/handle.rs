@@ -5,7 +5,7 @@
 //! completely before the swap; an invalid file changes nothing.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -58,12 +58,6 @@ pub struct PolicyHandle {
 }
 
 impl PolicyHandle {
-    /// Wraps a catalogue the caller has validated (see [`PurposeCatalogue::load_validated`]); reloads
-    /// read the built-in catalogue.
-    pub fn new(catalogue: PurposeCatalogue) -> PolicyHandle {
-        PolicyHandle { current: ArcSwap::from_pointee(catalogue), source: CatalogueSource::BuiltIn }
-    }
-
     /// Loads and validates the catalogue from `source` for start-up; reloads read the same source.
     pub fn open<D: KnownDepartments + ?Sized>(
         source: CatalogueSource,
@@ -78,8 +72,10 @@ impl PolicyHandle {
         &self.source
     }
 
-    /// Re-reads the configured source and, if valid, puts it in force (AdminService.ReloadPolicy, SIGHUP).
-    pub fn reload_source<D: KnownDepartments + ?Sized>(
+    /// Re-reads the configured source and, if valid, puts it in force for new requests
+    /// (AdminService.ReloadPolicy, SIGHUP). On any error (unreadable file, any violation) the catalogue
+    /// in force stays in force.
+    pub fn reload<D: KnownDepartments + ?Sized>(
         &self,
         departments: &D,
     ) -> Result<ReloadOutcome, PolicyError> {
@@ -88,10 +84,7 @@ impl PolicyHandle {
     }
 
     /// Validates the configured source without putting it in force.
-    pub fn check_source<D: KnownDepartments + ?Sized>(
-        &self,
-        departments: &D,
-    ) -> Result<ReloadOutcome, PolicyError> {
+    pub fn check<D: KnownDepartments + ?Sized>(&self, departments: &D) -> Result<ReloadOutcome, PolicyError> {
         let catalogue = self.source.load_validated(departments)?;
         Ok(ReloadOutcome {
             previous_version: self.version(),
@@ -109,14 +102,6 @@ impl PolicyHandle {
         ReloadOutcome { previous_version: previous.version.clone(), version, purpose_count }
     }
 
-    /// Loads and validates the file for start-up.
-    pub fn load<D: KnownDepartments + ?Sized>(
-        path: &Path,
-        departments: &D,
-    ) -> Result<PolicyHandle, PolicyError> {
-        PolicyHandle::open(CatalogueSource::File(path.to_owned()), departments)
-    }
-
     /// A snapshot of the catalogue in force; hold it for the whole of one request.
     pub fn current(&self) -> Arc<PurposeCatalogue> {
         self.current.load_full()
@@ -125,31 +110,6 @@ impl PolicyHandle {
     /// Version of the catalogue in force.
     pub fn version(&self) -> String {
         self.current.load().version.clone()
-    }
-
-    /// Re-reads the file and, if it is valid, puts it in force for new requests. On any error (unreadable
-    /// file, any violation) the catalogue in force stays in force.
-    pub fn reload<D: KnownDepartments + ?Sized>(
-        &self,
-        path: &Path,
-        departments: &D,
-    ) -> Result<ReloadOutcome, PolicyError> {
-        let catalogue = PurposeCatalogue::load_validated(path, departments)?;
-        Ok(self.swap(catalogue))
-    }
-
-    /// Validates the file without putting it in force (ReloadPolicy with `validate_only`).
-    pub fn check<D: KnownDepartments + ?Sized>(
-        &self,
-        path: &Path,
-        departments: &D,
-    ) -> Result<ReloadOutcome, PolicyError> {
-        let catalogue = PurposeCatalogue::load_validated(path, departments)?;
-        Ok(ReloadOutcome {
-            previous_version: self.version(),
-            version: catalogue.version,
-            purpose_count: catalogue.purposes.len(),
-        })
     }
 }
 

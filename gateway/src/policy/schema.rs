@@ -106,6 +106,20 @@ impl FieldCategory {
         }
     }
 
+    /// The field of `GetWorkerViewResponse` holding the category's section.
+    pub fn view_section(self) -> &'static str {
+        match self {
+            FieldCategory::Identity => "identity",
+            FieldCategory::ResidencePermit => "residence_permits",
+            FieldCategory::Employment => "employment",
+            FieldCategory::Contributions => "contributions",
+            FieldCategory::Arrears => "arrears",
+            FieldCategory::Enrolment => "enrolments",
+            FieldCategory::Enterprise => "enterprises",
+            FieldCategory::IndividualBusiness => "individual_businesses",
+        }
+    }
+
     /// The grantable fields of the category, as `{category}.{field}`, from the view message.
     pub fn fields(self) -> &'static BTreeSet<String> {
         static EMPTY: BTreeSet<String> = BTreeSet::new();

@@ -244,17 +244,8 @@ fn categories_match_the_contract_enum() {
 fn category_messages_are_the_view_sections() {
     let messages = descriptor_messages();
     let response = messages.get("GetWorkerViewResponse").expect("view response");
-    let sections = [
-        ("identity", FieldCategory::Identity),
-        ("residence_permits", FieldCategory::ResidencePermit),
-        ("employment", FieldCategory::Employment),
-        ("contributions", FieldCategory::Contributions),
-        ("arrears", FieldCategory::Arrears),
-        ("enrolments", FieldCategory::Enrolment),
-        ("enterprises", FieldCategory::Enterprise),
-        ("individual_businesses", FieldCategory::IndividualBusiness),
-    ];
-    for (section, category) in sections {
+    for category in FieldCategory::ALL {
+        let section = category.view_section();
         let field = response.field.iter().find(|f| f.name() == section).expect(section);
         assert_eq!(field.type_name(), format!(".fedx.v1.{}", category.view_message()), "{section}");
     }
@@ -619,33 +610,35 @@ fn reload_keeps_the_old_catalogue_on_a_bad_file_and_swaps_on_a_good_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("purposes.toml");
     std::fs::write(&path, BASE).expect("write");
-    let handle = PolicyHandle::load(&path, &registry()).expect("loads");
+    let handle = PolicyHandle::open(CatalogueSource::File(path.clone()), &registry()).expect("loads");
     let v1 = handle.version();
     let before = handle.current();
 
     // Invalid: an unknown department. Nothing changes.
     std::fs::write(&path, BASE.replace(r#"["education"]"#, r#"["housing"]"#)).expect("write");
-    let err = handle.reload(&path, &registry()).expect_err("refused");
+    let err = handle.reload(&registry()).expect_err("refused");
     assert_eq!(err.violations()[0].path, "purposes.school.departments");
     assert_eq!(handle.version(), v1);
     assert!(Arc::ptr_eq(&before, &handle.current()));
 
     // Unreadable: nothing changes either.
-    let err = handle.reload(&dir.path().join("missing.toml"), &registry()).expect_err("missing");
+    let moved = dir.path().join("moved.toml");
+    std::fs::rename(&path, &moved).expect("rename");
+    let err = handle.reload(&registry()).expect_err("missing");
     assert!(matches!(err, PolicyError::Read { .. }), "{err}");
     assert_eq!(handle.version(), v1);
 
     // Not UTF-8.
     std::fs::write(&path, b"\xff\xfe").expect("write");
-    let err = handle.reload(&path, &registry()).expect_err("binary");
+    let err = handle.reload(&registry()).expect_err("binary");
     assert_eq!(err.violations()[0].path, "(file)");
 
     // Valid: validate-only reports without swapping, reload swaps.
     std::fs::write(&path, SHIPPED).expect("write");
-    let checked = handle.check(&path, &registry()).expect("valid");
+    let checked = handle.check(&registry()).expect("valid");
     assert_eq!(handle.version(), v1);
     assert_eq!(checked.previous_version, v1);
-    let outcome = handle.reload(&path, &registry()).expect("valid");
+    let outcome = handle.reload(&registry()).expect("valid");
     assert_eq!(
         outcome,
         ReloadOutcome { previous_version: v1.clone(), version: checked.version, purpose_count: 7 }

@@ -218,9 +218,9 @@ impl pb::admin_service_server::AdminService for AdminSvc {
         let validate_only = request.get_ref().validate_only;
         let departments = self.state.departments.as_ref();
         let outcome = if validate_only {
-            self.state.policy.check_source(departments)
+            self.state.policy.check(departments)
         } else {
-            self.state.policy.reload_source(departments)
+            self.state.policy.reload(departments)
         }
         .map_err(ApiError::PolicyInvalid)?;
         let verb = if validate_only { "POLICY_VALID" } else { "POLICY_RELOADED" };

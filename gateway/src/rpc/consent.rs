@@ -30,6 +30,7 @@ use super::authz::caller_of;
 use super::convert::role_to_proto;
 use super::error::ApiError;
 use super::identity::{parse_subject, resolve_subject};
+use super::purpose::check_purpose_code;
 use crate::audit::record::LegalBasis;
 use crate::authn::{is_dept_code, Caller};
 use crate::consent::{
@@ -337,11 +338,7 @@ pub fn validate_grant(
     };
 
     let mut purpose_unknown = false;
-    let purpose = if r.purpose.is_empty() {
-        violations.push(v("purpose", "a purpose code is required"));
-        None
-    } else if !is_code(&r.purpose) {
-        violations.push(v("purpose", "purpose codes are lower-case letters, digits and '_'"));
+    let purpose = if !check_purpose_code(&r.purpose, &mut violations) {
         None
     } else {
         match catalogue.purpose(&r.purpose) {
@@ -458,10 +455,6 @@ pub fn validate_grant(
 
 fn v(field: &str, description: &str) -> (String, String) {
     (field.to_owned(), description.to_owned())
-}
-
-fn is_code(s: &str) -> bool {
-    s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// Checks the subject's identifiers without resolving them (resolution happens once the whole request is
