@@ -2,10 +2,11 @@
 //!
 //! Requests hand their [`Exchange`] to one writer task through a bounded queue
 //! (`AuditConfig::max_pending`; a full queue refuses at once with [`AuditError::Overloaded`] rather than
-//! adding latency). The task takes one exchange, yields once to the scheduler (so that requests woken
-//! by the previous commit's answers can enqueue: no timer, no waiting for more), takes whatever else is
-//! queued, up to `AuditConfig::max_batch`, and commits them in one transaction: concurrent requests
-//! share one commit (and one fsync), a lone request is committed immediately. Every waiter then
+//! adding latency). The task takes one exchange, then yields to the scheduler and drains the queue for as
+//! long as each yield brings more (so that requests woken by the previous commit's answers can enqueue:
+//! no timer, no waiting for more), up to `AuditConfig::max_batch`, and commits them in one transaction:
+//! concurrent requests share one commit (and one fsync), a lone request is committed after one yield.
+//! Every waiter then
 //! gets its seq — or, if the commit failed, the error (fail closed: nothing of that batch was written,
 //! and the request path sends no data).
 //!
@@ -247,16 +248,24 @@ async fn write_loop(
         let Some((exchange, reply)) = next else { break };
         exchanges.push(exchange);
         replies.push(reply);
-        // Let the requests woken by the previous commit's answers enqueue before the queue is drained:
-        // a scheduling yield, not a wait (an idle writer commits a lone request at once).
-        tokio::task::yield_now().await;
-        while exchanges.len() < max_batch {
-            match receiver.try_recv() {
-                Ok((exchange, reply)) => {
-                    exchanges.push(exchange);
-                    replies.push(reply);
+        // Let the requests woken by the previous commit's answers enqueue before the batch is closed:
+        // scheduling yields, not a wait. The writer yields again as long as the last yield brought new
+        // requests (they are still arriving from tasks that were runnable), and commits as soon as one
+        // yield brings none: an idle writer commits a lone request after a single yield.
+        loop {
+            tokio::task::yield_now().await;
+            let before = exchanges.len();
+            while exchanges.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok((exchange, reply)) => {
+                        exchanges.push(exchange);
+                        replies.push(reply);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
+            }
+            if exchanges.len() == before || exchanges.len() >= max_batch {
+                break;
             }
         }
         match store.append(&exchanges).await {
