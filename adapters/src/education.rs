@@ -54,6 +54,7 @@ pub(crate) static SPEC: DeptSpec = DeptSpec {
     candidates: &[CandidateTable { table: &STUDENT, region_col: Some("school_region"), usci: None }],
     categories: &[FactCategory::Enrolment],
     facts,
+    employer_contributions: None,
 };
 
 fn facts<'a>(

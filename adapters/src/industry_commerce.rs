@@ -88,6 +88,7 @@ pub(crate) static SPEC: DeptSpec = DeptSpec {
     ],
     categories: &[FactCategory::Enterprise, FactCategory::IndividualBusiness],
     facts,
+    employer_contributions: None,
 };
 
 async fn abnormal(pool: &AnyPool, usci: &str) -> Result<Vec<AbnormalEntry>, sqlx::Error> {

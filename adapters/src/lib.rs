@@ -25,6 +25,7 @@ pub use dept::Department;
 pub use generate::{seed, NoiseConfig, SeedError, SeedOptions, SeedReport, TruthRecord};
 pub use import::{import_csv, ImportError, ImportMode, ImportReport};
 pub use source::{
-    Candidate, Fact, FactCategory, Facts, IdQuality, LookupKey, RecordKey, Source, SourceError,
+    Candidate, EmployerContributions, Fact, FactCategory, Facts, IdQuality, LookupKey, RecordKey, Source,
+    SourceError,
 };
 pub use sql_source::{open_source, tables};

@@ -68,6 +68,7 @@ pub(crate) static SPEC: DeptSpec = DeptSpec {
     candidates: &[CandidateTable { table: &PERSON, region_col: Some("hukou_region"), usci: None }],
     categories: &[FactCategory::Identity, FactCategory::ResidencePermit],
     facts,
+    employer_contributions: None,
 };
 
 fn facts<'a>(

@@ -9,7 +9,7 @@ use sqlx::AnyPool;
 
 use crate::dept::Department;
 use crate::source::{ContributionFact, ContributionStatus, EmploymentFact, Fact, FactCategory};
-use crate::sql_source::{row_int, row_str, CandidateTable, DeptSpec};
+use crate::sql_source::{row_int, row_str, CandidateTable, DeptSpec, EmployerDeclared};
 use crate::table::{col, IndexSpec, Kind, PersonKeys, TableSpec};
 
 pub const INSURANCE_TYPES: &[&str] = &["pension", "medical", "unemployment", "work_injury", "maternity"];
@@ -62,12 +62,16 @@ pub static CONTRIBUTION: TableSpec = TableSpec {
         col("status", Kind::OneOf(STATUSES), true, "paid, or arrears (欠缴)."),
     ],
     person: None,
-    indexes: &[IndexSpec {
-        name: "pk",
-        columns: "si_no, month, employer_usci, insurance_type",
-        unique: true,
-    }],
+    indexes: &[
+        IndexSpec { name: "pk", columns: "si_no, month, employer_usci, insurance_type", unique: true },
+        // Employer-level status: "any arrears (in these months)?" is one probe of this index.
+        IndexSpec { name: "employer", columns: EMPLOYER_INDEX_COLUMNS, unique: false },
+    ],
 };
+
+/// Name of the index [`employer_contributions`] reads (`<table>_<IndexSpec::name>`).
+const EMPLOYER_INDEX: &str = "contribution_employer";
+const EMPLOYER_INDEX_COLUMNS: &str = "employer_usci, status, month";
 
 pub(crate) static SPEC: DeptSpec = DeptSpec {
     dept: Department::SocialInsurance,
@@ -75,7 +79,43 @@ pub(crate) static SPEC: DeptSpec = DeptSpec {
     candidates: &[CandidateTable { table: &INSURED_PERSON, region_col: Some("insured_region"), usci: None }],
     categories: &[FactCategory::Employment, FactCategory::Contributions],
     facts,
+    employer_contributions: Some(employer_contributions),
 };
+
+/// The probe of [`employer_contributions`]: is there a row of this employer with this status (in these
+/// months)? Equality on the first two columns of `contribution_employer` and a range on the third, so it
+/// is one seek into the index, which covers every column the query reads (the table is not touched).
+fn employer_probe_sql(with_months: bool, force_index: bool) -> String {
+    let hint = if force_index { format!(" INDEXED BY {EMPLOYER_INDEX}") } else { String::new() };
+    let months = if with_months { " AND month BETWEEN $3 AND $4" } else { "" };
+    format!("SELECT 1 FROM contribution{hint} WHERE employer_usci = $1 AND status = $2{months} LIMIT 1")
+}
+
+/// Two index probes: any arrears; if none, anything paid. Statuses are validated on write (`paid` or
+/// `arrears`), so "declared" is "arrears or paid". An employer with millions of rows costs the same two
+/// seeks as one with none.
+fn employer_contributions<'a>(
+    pool: &'a AnyPool,
+    usci: &'a str,
+    months: Option<(&'a str, &'a str)>,
+    force_index: bool,
+) -> BoxFuture<'a, Result<EmployerDeclared, sqlx::Error>> {
+    Box::pin(async move {
+        let sql = employer_probe_sql(months.is_some(), force_index);
+        let probe = |status: &'static str| {
+            let mut q = sqlx::query(&sql).bind(usci).bind(status);
+            if let Some((from, to)) = months {
+                q = q.bind(from).bind(to);
+            }
+            q.fetch_optional(pool)
+        };
+        if probe("arrears").await?.is_some() {
+            return Ok(EmployerDeclared { declared: true, in_arrears: true });
+        }
+        let declared = probe("paid").await?.is_some();
+        Ok(EmployerDeclared { declared, in_arrears: false })
+    })
+}
 
 fn facts<'a>(
     pool: &'a AnyPool,
@@ -151,4 +191,61 @@ fn facts<'a>(
             _ => Ok(None),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, Executor, Row};
+
+    use super::*;
+    use crate::db;
+
+    /// The employer probes are one seek into `contribution_employer`, which covers them (the table is
+    /// never read), with and without a period and whether or not the index is named — even when the
+    /// statistics say one employer holds every row of a 48-million-row table.
+    #[tokio::test]
+    async fn employer_probes_seek_the_covering_employer_index() {
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect("sqlite::memory:").await.unwrap();
+        db::create_tables(&mut conn, SPEC.tables).await.unwrap();
+        db::create_indexes(&mut conn, SPEC.tables).await.unwrap();
+        assert!(CONTRIBUTION.index_sql().iter().any(|s| s.contains(&format!(
+            "INDEX IF NOT EXISTS {EMPLOYER_INDEX} ON contribution ({EMPLOYER_INDEX_COLUMNS})"
+        ))));
+        conn.execute("ANALYZE").await.unwrap();
+        for (idx, stat) in
+            [("contribution_pk", "48000000 48 2 1 1"), (EMPLOYER_INDEX, "48000000 48000000 24000000 1000000")]
+        {
+            sqlx::query("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES ('contribution', $1, $2)")
+                .bind(idx)
+                .bind(stat)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        conn.execute("ANALYZE sqlite_schema").await.unwrap();
+
+        for with_months in [false, true] {
+            for force_index in [false, true] {
+                let sql = employer_probe_sql(with_months, force_index);
+                let explain = format!("EXPLAIN QUERY PLAN {sql}");
+                let mut q = sqlx::query(&explain).bind("91350100M000100Y43").bind("arrears");
+                if with_months {
+                    q = q.bind("2024-01").bind("2024-12");
+                }
+                let plan: Vec<String> = q
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.try_get::<String, _>(3).unwrap())
+                    .collect();
+                let plan = plan.join(" | ");
+                let expected = format!("SEARCH contribution USING COVERING INDEX {EMPLOYER_INDEX} (");
+                assert!(plan.starts_with(&expected), "{sql}: {plan}");
+                let range = if with_months { "month>? AND month<?" } else { "status=?)" };
+                assert!(plan.contains(range), "{sql}: {plan}");
+            }
+        }
+    }
 }

@@ -305,6 +305,17 @@ pub enum Fact {
     IndividualBusiness(IndividualBusinessFact),
 }
 
+/// What social insurance holds about an employer's declared contributions over a period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmployerContributions {
+    /// Whether the employer declared any contribution (paid or in arrears) in the period.
+    pub declared: bool,
+    /// Whether any declared contribution in the period is in arrears.
+    pub in_arrears: bool,
+    /// When the answer was read (sources here do not track record update times).
+    pub as_of: OffsetDateTime,
+}
+
 /// The facts of one category for one record, with the time the source's data was current.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {
@@ -381,6 +392,26 @@ pub trait Source: Send + Sync {
         record_key: &'a RecordKey,
         category: FactCategory,
     ) -> BoxFuture<'a, Result<Facts, SourceError>>;
+
+    /// Contributions declared by the employer `usci` (canonical, upper case) in months `from..=to`
+    /// (`YYYY-MM`, inclusive; `None` = every month on record). Only social insurance answers; the default
+    /// is `SourceError::UnsupportedCategory { dept, category: FactCategory::Contributions }`.
+    ///
+    /// Index probes only (never a scan of the employer's rows): at most two `LIMIT 1` look-ups. Month
+    /// bounds in another common form (`2024-3`, `2024年3月`) are canonicalised first; a bound that is not
+    /// a month at all is refused (`SourceError::Backend`) rather than compared as text, which could
+    /// silently leave arrears out of the period. An empty period (`from > to`) declares nothing.
+    fn employer_contributions<'a>(
+        &'a self,
+        usci: &'a str,
+        months: Option<(&'a str, &'a str)>,
+    ) -> BoxFuture<'a, Result<EmployerContributions, SourceError>> {
+        let _ = (usci, months);
+        let dept = self.department();
+        Box::pin(async move {
+            Err(SourceError::UnsupportedCategory { dept, category: FactCategory::Contributions })
+        })
+    }
 
     /// Cheap liveness probe (one trivial query).
     fn health(&self) -> BoxFuture<'_, Result<(), SourceError>>;

@@ -15,8 +15,8 @@ use crate::db::{self, Access, SourceLocation};
 use crate::dept::Department;
 use crate::ident::citizen_id::Sex;
 use crate::source::{
-    Candidate, Fact, FactCategory, Facts, IdQuality, LookupKey, RecordKey, Source, SourceError,
-    MAX_CANDIDATES,
+    Candidate, EmployerContributions, Fact, FactCategory, Facts, IdQuality, LookupKey, RecordKey, Source,
+    SourceError, MAX_CANDIDATES,
 };
 use crate::table::{PersonIndex, TableSpec};
 
@@ -40,6 +40,25 @@ pub(crate) type FactsFn = for<'a> fn(
     FactCategory,
 ) -> BoxFuture<'a, Result<Option<Vec<Fact>>, sqlx::Error>>;
 
+/// What an employer declared over a period, as found by a department's [`EmployerFn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EmployerDeclared {
+    /// Any contribution declared, paid or in arrears.
+    pub declared: bool,
+    /// Any of them in arrears.
+    pub in_arrears: bool,
+}
+
+/// Answers [`Source::employer_contributions`] for a department that holds employer contributions:
+/// `(pool, usci, months, force_index)`, months already canonical `YYYY-MM`; `force_index` as for the
+/// candidate look-ups (name the index, on SQLite).
+pub(crate) type EmployerFn = for<'a> fn(
+    &'a AnyPool,
+    &'a str,
+    Option<(&'a str, &'a str)>,
+    bool,
+) -> BoxFuture<'a, Result<EmployerDeclared, sqlx::Error>>;
+
 /// Everything department-specific about a source.
 pub(crate) struct DeptSpec {
     pub dept: Department,
@@ -47,6 +66,8 @@ pub(crate) struct DeptSpec {
     pub candidates: &'static [CandidateTable],
     pub categories: &'static [FactCategory],
     pub facts: FactsFn,
+    /// Employer-level contribution status; `None` for departments that do not hold it.
+    pub employer_contributions: Option<EmployerFn>,
 }
 
 /// The spec of a department.
@@ -120,6 +141,8 @@ pub(crate) struct SqlSource {
     pool: AnyPool,
     timeout: Duration,
     lookups: Vec<LookupSql>,
+    /// Name indexes in queries (SQLite's `INDEXED BY`): see [`LookupSql::new`].
+    force_index: bool,
 }
 
 /// Opens a department's source for the request path. The pool connects lazily, so this succeeds even
@@ -136,15 +159,13 @@ pub async fn open_source(
     let db = db::connect_lazy(location, Access::Read, acquire, 8)
         .map_err(|e| SourceError::Unavailable { dept, reason: e.to_string() })?;
     let spec = spec(dept);
+    let force_index = matches!(location, SourceLocation::Sqlite { .. });
     Ok(Arc::new(SqlSource {
         spec,
         pool: db.pool,
         timeout,
-        lookups: spec
-            .candidates
-            .iter()
-            .map(|c| LookupSql::new(c, matches!(location, SourceLocation::Sqlite { .. })))
-            .collect(),
+        lookups: spec.candidates.iter().map(|c| LookupSql::new(c, force_index)).collect(),
+        force_index,
     }))
 }
 
@@ -253,6 +274,36 @@ impl SqlSource {
             items: items.ok_or_else(no_such)?,
         })
     }
+
+    async fn employer(
+        &self,
+        usci: &str,
+        months: Option<(&str, &str)>,
+    ) -> Result<EmployerContributions, SourceError> {
+        let dept = self.spec.dept;
+        let Some(query) = self.spec.employer_contributions else {
+            return Err(SourceError::UnsupportedCategory { dept, category: FactCategory::Contributions });
+        };
+        // Months are compared as text, which orders correctly only in the canonical `YYYY-MM` form: a
+        // bound like `2024-1` would silently leave most of the year out (and hide its arrears).
+        let month = |m: &str| {
+            crate::keys::canonical_month(m).ok_or_else(|| SourceError::Backend {
+                dept,
+                reason: "employer contribution period bound is not a month (YYYY-MM)".into(),
+            })
+        };
+        let months = match months {
+            Some((from, to)) => Some((month(from)?, month(to)?)),
+            None => None,
+        };
+        let months = months.as_ref().map(|(from, to)| (from.as_str(), to.as_str()));
+        let found = self.bounded(query(&self.pool, usci, months, self.force_index)).await?;
+        Ok(EmployerContributions {
+            declared: found.declared,
+            in_arrears: found.in_arrears,
+            as_of: OffsetDateTime::now_utc(),
+        })
+    }
 }
 
 impl Source for SqlSource {
@@ -283,6 +334,14 @@ impl Source for SqlSource {
         category: FactCategory,
     ) -> BoxFuture<'a, Result<Facts, SourceError>> {
         Box::pin(self.facts(record_key, category))
+    }
+
+    fn employer_contributions<'a>(
+        &'a self,
+        usci: &'a str,
+        months: Option<(&'a str, &'a str)>,
+    ) -> BoxFuture<'a, Result<EmployerContributions, SourceError>> {
+        Box::pin(self.employer(usci, months))
     }
 
     fn health(&self) -> BoxFuture<'_, Result<(), SourceError>> {

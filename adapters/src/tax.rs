@@ -65,6 +65,7 @@ pub(crate) static SPEC: DeptSpec = DeptSpec {
     candidates: &[CandidateTable { table: &TAXPAYER, region_col: None, usci: None }],
     categories: &[FactCategory::Employment],
     facts,
+    employer_contributions: None,
 };
 
 fn facts<'a>(

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fedx_adapters::{Candidate, Department, FactCategory, Facts, LookupKey, RecordKey, Source, SourceError};
+use fedx_adapters::{
+    Candidate, Department, EmployerContributions, FactCategory, Facts, LookupKey, RecordKey, Source,
+    SourceError,
+};
 use fedx_gateway::sources::SourceWrapper;
 use futures::future::BoxFuture;
 
@@ -17,8 +20,8 @@ pub enum Fault {
     None,
     /// Fails at once, as a source whose database refuses connections.
     Down,
-    /// Answers fact questions only after this long (look-ups stay fast, so identity still resolves and
-    /// the view is what times out).
+    /// Answers fact questions (record facts and employer contribution status) only after this long
+    /// (look-ups stay fast, so identity still resolves and the view is what times out).
     SlowFacts(Duration),
 }
 
@@ -96,6 +99,21 @@ impl Source for FaultySource {
                 self.inner.fetch_facts(record_key, category).await
             }),
             Fault::None => self.inner.fetch_facts(record_key, category),
+        }
+    }
+
+    fn employer_contributions<'a>(
+        &'a self,
+        usci: &'a str,
+        months: Option<(&'a str, &'a str)>,
+    ) -> BoxFuture<'a, Result<EmployerContributions, SourceError>> {
+        match self.faults.get(self.department()) {
+            Fault::Down => Box::pin(async move { Err(self.down()) }),
+            Fault::SlowFacts(delay) => Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                self.inner.employer_contributions(usci, months).await
+            }),
+            Fault::None => self.inner.employer_contributions(usci, months),
         }
     }
 
