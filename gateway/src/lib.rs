@@ -15,4 +15,5 @@ pub mod signing;
 pub mod sources;
 pub mod store;
 pub mod tls;
+pub mod verify;
 pub mod view;

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use fedx_adapters::{SeedOptions, SourceLocationSet, TruthRecord};
+use fedx_adapters::table::{TableSpec, Value};
+use fedx_adapters::{Department, SeedOptions, SourceLocation, SourceLocationSet, TruthRecord};
 use fedx_gateway::authn::Role;
 use fedx_gateway::config::Config;
 use fedx_gateway::pki::{self, CertRequest, CertificateAuthority, IssuedCert, PkiPaths, Validity};
@@ -83,6 +84,26 @@ macro_rules! backend_suite {
 
 fn pg_admin_url() -> String {
     std::env::var("FEDX_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// BatchVerify item `i`: under `purpose`, does `person`'s name go with their citizen ID? (Seeded workers'
+/// do: public security records them as the truth has them.)
+pub fn identity_check(i: usize, person: &TruthRecord, purpose: &str) -> pb::BatchVerifyRequest {
+    pb::BatchVerifyRequest {
+        item_id: format!("item-{i}"),
+        request: Some(pb::JointVerifyRequest {
+            purpose: purpose.into(),
+            subject: Some(subject_of(person)),
+            claims: vec![pb::Claim {
+                claim: Some(pb::claim::Claim::IdentityMatches(pb::IdentityMatches {
+                    name: person.name.clone(),
+                    citizen_id: person.citizen_id.clone(),
+                })),
+            }],
+            consent_id: String::new(),
+            signed_receipt: false,
+        }),
+    }
 }
 
 /// Whether PostgreSQL tests can run; an error when they must (`FEDX_REQUIRE_PG=1`) but cannot.
@@ -339,6 +360,104 @@ impl TestGateway {
     pub fn pki_dir(&self) -> PathBuf {
         self.paths.dir.clone()
     }
+
+    /// A connection to one department's source database as seeded for this test (the SQLite file, or
+    /// the department's schema on PostgreSQL), for crafting evidence the generator does not produce.
+    async fn source_connection(&self, dept: Department) -> anyhow::Result<sqlx::AnyConnection> {
+        use sqlx::Executor;
+        sqlx::any::install_default_drivers();
+        match self.config.source_locations().for_dept(dept) {
+            SourceLocation::Sqlite { path } => {
+                let url = format!("sqlite://{}?mode=rw", path.display());
+                let mut conn = sqlx::AnyConnection::connect(&url).await?;
+                // The gateway's readers hold the file open (WAL): wait for them rather than fail.
+                conn.execute("PRAGMA busy_timeout = 10000").await?;
+                Ok(conn)
+            }
+            SourceLocation::Postgres { url, schema } => {
+                anyhow::ensure!(
+                    schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                    "unexpected source schema name"
+                );
+                let mut conn = sqlx::AnyConnection::connect(&url).await?;
+                conn.execute(format!("SET search_path TO {schema}").as_str()).await?;
+                Ok(conn)
+            }
+        }
+    }
+
+    /// Runs one statement on a department's source database with text binds (`$1`, `$2`, … on both
+    /// backends; write integers as literals) and returns the rows affected. Sources are only read by
+    /// the gateway, so rows written here are seen by its next request (set
+    /// `config.identity.cache_capacity = 0` when a written row must change who a subject resolves to).
+    pub async fn source_execute(&self, dept: Department, sql: &str, binds: &[&str]) -> anyhow::Result<u64> {
+        let mut conn = self.source_connection(dept).await?;
+        let mut query = sqlx::query(sql);
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        let affected = query.execute(&mut conn).await?.rows_affected();
+        conn.close().await?;
+        Ok(affected)
+    }
+
+    /// Runs a query on a department's source database with text binds and returns its rows, every
+    /// column read as optional text (select only `TEXT` columns, or cast).
+    pub async fn source_query(
+        &self,
+        dept: Department,
+        sql: &str,
+        binds: &[&str],
+    ) -> anyhow::Result<Vec<Vec<Option<String>>>> {
+        use sqlx::Row;
+        let mut conn = self.source_connection(dept).await?;
+        let mut query = sqlx::query(sql);
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        let rows = query.fetch_all(&mut conn).await?;
+        conn.close().await?;
+        rows.iter()
+            .map(|row| {
+                (0..row.len()).map(|i| row.try_get::<Option<String>, _>(i).map_err(Into::into)).collect()
+            })
+            .collect()
+    }
+
+    /// Inserts one row into a department's source table the way CSV import writes it: the raw cells
+    /// (`(column, value)`; columns not named are empty) are validated and canonicalised by the table's
+    /// spec, and the normalised person-key columns (`*_norm`) are computed from them. Errors name the
+    /// column, never the value.
+    pub async fn source_insert(
+        &self,
+        table: &'static TableSpec,
+        cells: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        for (column, _) in cells {
+            anyhow::ensure!(table.column_index(column).is_some(), "{} has no column {column}", table.name);
+        }
+        let raw: Vec<Option<String>> = table
+            .columns
+            .iter()
+            .map(|c| cells.iter().find(|(name, _)| *name == c.name).map(|(_, v)| (*v).to_owned()))
+            .collect();
+        let values = table.prepare(raw).map_err(|e| anyhow::anyhow!("{}: {e}", table.name))?;
+        let names = table.all_names();
+        let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+        let sql =
+            format!("INSERT INTO {} ({}) VALUES ({})", table.name, names.join(", "), placeholders.join(", "));
+        let mut conn = self.source_connection(table.dept).await?;
+        let mut query = sqlx::query(&sql);
+        for value in values {
+            query = match value {
+                Value::Text(text) => query.bind(text),
+                Value::Int(int) => query.bind(int),
+            };
+        }
+        query.execute(&mut conn).await?;
+        conn.close().await?;
+        Ok(())
+    }
 }
 
 pub fn channel_to(
@@ -346,14 +465,23 @@ pub fn channel_to(
     ca_pem: &str,
     identity: Option<&ClientIdentity>,
 ) -> anyhow::Result<Channel> {
+    Ok(endpoint_to(addr, ca_pem, identity)?.connect_lazy())
+}
+
+/// The endpoint [`channel_to`] connects with (mTLS, 5 s to connect, 10 s per call), for tests that
+/// adjust it (longer streams, smaller HTTP/2 windows).
+pub fn endpoint_to(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    identity: Option<&ClientIdentity>,
+) -> anyhow::Result<Endpoint> {
     let mut tls =
         ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name("localhost");
     if let Some(id) = identity {
         tls = tls.identity(Identity::from_pem(&id.cert_pem, &id.key_pem));
     }
-    let endpoint = Endpoint::from_shared(format!("https://{addr}"))?
+    Ok(Endpoint::from_shared(format!("https://{addr}"))?
         .tls_config(tls)?
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10));
-    Ok(endpoint.connect_lazy())
+        .timeout(Duration::from_secs(10)))
 }

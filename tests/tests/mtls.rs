@@ -212,16 +212,21 @@ async fn admin_lists_and_revokes_over_rpc(backend: Backend) -> anyhow::Result<()
     gw.stop().await
 }
 
-async fn planned_rpcs_answer_unimplemented_with_a_clear_message(backend: Backend) -> anyhow::Result<()> {
+async fn a_verification_without_purpose_or_claims_is_refused_field_by_field(
+    backend: Backend,
+) -> anyhow::Result<()> {
     let gw = TestGateway::start(backend).await?;
     let consumer = gw.issue("social_insurance", Role::Consumer).await?;
     let status =
         pb::verification_service_client::VerificationServiceClient::new(gw.channel(Some(&consumer))?)
             .joint_verify(pb::JointVerifyRequest::default())
             .await
-            .expect_err("not built yet");
-    assert_eq!(status.code(), Code::Unimplemented);
-    assert!(status.message().contains("not implemented in this release"), "{}", status.message());
+            .expect_err("nothing to verify");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let fields: Vec<String> = tonic_types::StatusExt::get_details_bad_request(&status)
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default();
+    assert_eq!(fields, ["purpose", "claims"]);
     gw.stop().await
 }
 
@@ -279,5 +284,5 @@ backend_suite!(
     revocation_applies_to_new_and_open_connections_without_restart,
     role_not_allowed_is_permission_denied_naming_the_role,
     admin_lists_and_revokes_over_rpc,
-    planned_rpcs_answer_unimplemented_with_a_clear_message,
+    a_verification_without_purpose_or_claims_is_refused_field_by_field,
 );

@@ -3,6 +3,7 @@
 mod audit;
 mod certs;
 mod identity;
+mod receipts;
 mod serve;
 mod sources;
 
@@ -60,6 +61,9 @@ enum Command {
     /// The exchange log: query, verify, checkpoints, export, retention.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Signed verification receipts: check one offline, print the public keys to check them with.
+    #[command(subcommand)]
+    Receipts(receipts::ReceiptsCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -80,7 +84,8 @@ enum DbCommand {
     Migrate,
 }
 
-/// Entry point of the binary: parses arguments, runs, and turns errors into a message and exit code 1.
+/// Entry point of the binary: parses arguments, runs, and turns errors into a message and exit code 1
+/// (2 when `fedx receipts` could not read its input, as for usage errors, so that 1 means "not valid").
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
@@ -95,7 +100,11 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.is::<receipts::InputError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -127,6 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sources(command) => sources::run(command, load(None)?).await,
         Command::Identity(command) => identity::run(command, load(None)?).await,
         Command::Audit(command) => audit::run(command, load(None)?).await,
+        Command::Receipts(command) => receipts::run(command, || load(None)),
         Command::Config(ConfigCommand::Check) => {
             let config = load(None)?;
             println!("configuration is valid\n");

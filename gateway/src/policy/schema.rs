@@ -150,6 +150,9 @@ pub enum ClaimScope {
     /// About a worker when the request has a subject (then the category must be granted, checked per
     /// request), otherwise about an enterprise alone, which discloses nothing about any worker.
     WorkerOrEnterprise,
+    /// Always about the enterprise the claim names, with or without a subject in the request: the answer
+    /// is the enterprise's public registration state, nothing about the worker.
+    Enterprise,
 }
 
 /// What each claim type needs: the category named in verify.proto's `Claim` comments. The set of names is
@@ -162,8 +165,8 @@ pub const CLAIM_TYPES: &[(&str, FieldCategory, ClaimScope)] = &[
     ("contributions_at_least", FieldCategory::Contributions, ClaimScope::Worker),
     ("no_arrears", FieldCategory::Arrears, ClaimScope::WorkerOrEnterprise),
     ("child_enrolled", FieldCategory::Enrolment, ClaimScope::Worker),
-    ("enterprise_active", FieldCategory::Enterprise, ClaimScope::WorkerOrEnterprise),
-    ("enterprise_not_abnormal", FieldCategory::Enterprise, ClaimScope::WorkerOrEnterprise),
+    ("enterprise_active", FieldCategory::Enterprise, ClaimScope::Enterprise),
+    ("enterprise_not_abnormal", FieldCategory::Enterprise, ClaimScope::Enterprise),
 ];
 
 /// The category and scope of a claim type, if this release supports it.

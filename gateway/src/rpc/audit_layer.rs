@@ -64,6 +64,62 @@ impl AuditNoteHandle {
     }
 }
 
+/// The identifiers of the exchange a call belongs to, put into the request's extensions by the layer for
+/// handlers that quote them (a receipt's id is its exchange's request id) or record further exchanges
+/// of their own (BatchVerify records each item).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExchangeIds {
+    pub request_id: String,
+    /// Empty when the caller sent no valid `traceparent`.
+    pub trace_id: String,
+}
+
+impl ExchangeIds {
+    /// The ids of `request`'s exchange (empty outside the layer, e.g. in handler unit tests).
+    pub fn of<T>(request: &tonic::Request<T>) -> ExchangeIds {
+        request.extensions().get::<ExchangeIds>().cloned().unwrap_or_default()
+    }
+}
+
+/// What the record of one exchange is made of, besides what the handler noted.
+pub struct ExchangeFacts<'a> {
+    pub received_at: OffsetDateTime,
+    pub ids: &'a ExchangeIds,
+    pub caller: Option<&'a crate::authn::Caller>,
+    pub method: &'a str,
+    /// gRPC code and ErrorInfo reason (empty on success).
+    pub outcome: (i32, String),
+    pub started: Instant,
+}
+
+/// One exchange record: the layer's for every call, BatchVerify's for each item.
+pub fn exchange(facts: ExchangeFacts<'_>, note: AuditNote) -> Exchange {
+    let (outcome_code, mut outcome_reason) = facts.outcome;
+    if outcome_code == 0 {
+        outcome_reason = note.success_detail;
+    }
+    let caller = facts.caller;
+    Exchange {
+        time: facts.received_at,
+        request_id: facts.ids.request_id.clone(),
+        trace_id: facts.ids.trace_id.clone(),
+        caller_dept: caller.map(|c| c.dept.clone()).unwrap_or_default(),
+        caller_role: caller.map(|c| c.role.to_string()).unwrap_or_default(),
+        cert_serial: caller.map(|c| c.serial.clone()).unwrap_or_default(),
+        cert_fingerprint: caller.map(|c| c.fingerprint.clone()).unwrap_or_default(),
+        method: facts.method.to_owned(),
+        purpose: note.purpose,
+        legal_basis: note.legal_basis,
+        worker_ref: note.worker_ref,
+        sources_consulted: note.sources_consulted,
+        disclosed_fields: note.disclosed_fields,
+        claims_verified: note.claims_verified,
+        outcome_code,
+        outcome_reason,
+        latency_us: u64::try_from(facts.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    }
+}
+
 /// Adds to the exchange record of the call `request` belongs to (a no-op outside the layer, e.g. in
 /// handler unit tests).
 pub fn note<T>(request: &tonic::Request<T>, f: impl FnOnce(&mut AuditNote)) {
@@ -138,37 +194,24 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(trace_id_of)
             .unwrap_or_default();
+        let ids = ExchangeIds { request_id: request_id.clone(), trace_id };
         let caller = request.extensions().get::<PeerInfo>().map(|p| p.caller.clone());
         let note = AuditNoteHandle::default();
         request.extensions_mut().insert(note.clone());
+        request.extensions_mut().insert(ids.clone());
         let log = self.log.clone();
 
         Box::pin(async move {
             let mut response = inner.call(request).await?;
-            let (outcome_code, mut outcome_reason) = outcome_of(response.headers());
-            let note = note.take();
-            if outcome_code == 0 {
-                outcome_reason = note.success_detail;
-            }
-            let exchange = Exchange {
-                time: received_at,
-                request_id: request_id.clone(),
-                trace_id,
-                caller_dept: caller.as_ref().map(|c| c.dept.clone()).unwrap_or_default(),
-                caller_role: caller.as_ref().map(|c| c.role.to_string()).unwrap_or_default(),
-                cert_serial: caller.as_ref().map(|c| c.serial.clone()).unwrap_or_default(),
-                cert_fingerprint: caller.as_ref().map(|c| c.fingerprint.clone()).unwrap_or_default(),
-                method: path.clone(),
-                purpose: note.purpose,
-                legal_basis: note.legal_basis,
-                worker_ref: note.worker_ref,
-                sources_consulted: note.sources_consulted,
-                disclosed_fields: note.disclosed_fields,
-                claims_verified: note.claims_verified,
-                outcome_code,
-                outcome_reason,
-                latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            let facts = ExchangeFacts {
+                received_at,
+                ids: &ids,
+                caller: caller.as_deref(),
+                method: &path,
+                outcome: outcome_of(response.headers()),
+                started,
             };
+            let exchange = exchange(facts, note.take());
             if let Err(error) = log.append(exchange).await {
                 tracing::error!(method = %path, request_id = %request_id, error = %error,
                     "exchange record not written; response withheld");
@@ -195,7 +238,7 @@ fn outcome_of(headers: &http::HeaderMap) -> (i32, String) {
 }
 
 /// The receipt time, truncated to whole microseconds (the record's resolution).
-fn now_micros() -> OffsetDateTime {
+pub(crate) fn now_micros() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).unwrap_or(now)
 }

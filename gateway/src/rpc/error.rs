@@ -66,6 +66,10 @@ pub enum ApiError {
     /// reasons): the caller has to look at the consent again rather than retry.
     #[error("consent {consent_id}: {refusal}")]
     ConsentConflict { consent_id: String, refusal: crate::consent::ConsentRefusal },
+    /// A verification receipt was asked for and could not be signed (INTERNAL): the gateway's signing key
+    /// is unusable. The verdicts are not sent unsigned.
+    #[error("the verification receipt could not be signed")]
+    ReceiptNotSigned,
 }
 
 impl ApiError {
@@ -92,6 +96,7 @@ impl ApiError {
             ApiError::PurposeUnknown(_) => ErrorReason::PurposeUnknown,
             ApiError::ConsentRequired { .. } => ErrorReason::ConsentRequired,
             ApiError::ConsentInsufficient { .. } => ErrorReason::ConsentInsufficient,
+            ApiError::ReceiptNotSigned => ErrorReason::Unspecified,
         }
     }
 
@@ -115,6 +120,7 @@ impl ApiError {
             ApiError::ConsentConflict { .. } => Code::FailedPrecondition,
             ApiError::SubjectAmbiguous(_) | ApiError::PolicyInvalid(_) => Code::FailedPrecondition,
             ApiError::PurposeUnknown(_) => Code::InvalidArgument,
+            ApiError::ReceiptNotSigned => Code::Internal,
         }
     }
 
@@ -174,6 +180,14 @@ impl ApiError {
 
 impl From<ApiError> for Status {
     fn from(error: ApiError) -> Status {
+        error.status()
+    }
+}
+
+impl ApiError {
+    /// The status this error is sent as (ErrorInfo always; BadRequest and RetryInfo where they apply).
+    pub fn status(&self) -> Status {
+        let error = self;
         let mut details =
             ErrorDetails::with_error_info(error.reason().as_str_name(), ERROR_DOMAIN, error.metadata());
         if let ApiError::StoreUnavailable | ApiError::SourcesUnavailable(_) | ApiError::AuditUnavailable =
@@ -181,7 +195,7 @@ impl From<ApiError> for Status {
         {
             details.set_retry_info(Some(std::time::Duration::from_secs(1)));
         }
-        match &error {
+        match error {
             ApiError::InvalidArgument(violations) => {
                 for (field, description) in violations {
                     details.add_bad_request_violation(field.clone(), description.clone());
@@ -197,7 +211,7 @@ impl From<ApiError> for Status {
             }
             _ => {}
         }
-        let message = match &error {
+        let message = match error {
             ApiError::InvalidArgument(violations) => {
                 let fields: Vec<_> = violations.iter().map(|(f, d)| format!("{f}: {d}")).collect();
                 format!("invalid request: {}", fields.join("; "))

@@ -71,7 +71,7 @@ impl pb::identity_service_server::IdentityService for IdentitySvc {
     }
 }
 
-fn unavailable(e: ResolveError) -> ApiError {
+pub(crate) fn unavailable(e: ResolveError) -> ApiError {
     match e {
         ResolveError::SourcesUnavailable { departments } => {
             ApiError::SourcesUnavailable(departments.iter().map(|d| d.code().to_owned()).collect())

@@ -33,9 +33,7 @@ const fn method(path: &'static str, roles: &'static [Role], availability: Availa
     MethodSpec { path, roles, availability }
 }
 
-use Availability::{Implemented, Planned};
-
-const VERIFY: Availability = Planned("joint verification is not implemented in this release");
+use Availability::Implemented;
 
 pub const METHODS: &[MethodSpec] = &[
     method("/grpc.health.v1.Health/Check", ANY, Implemented),
@@ -46,9 +44,9 @@ pub const METHODS: &[MethodSpec] = &[
     method("/fedx.v1.GatewayService/GetSigningKeys", ANY, Implemented),
     method("/fedx.v1.IdentityService/ResolveIdentity", CONSUMER, Implemented),
     method("/fedx.v1.WorkerViewService/GetWorkerView", CONSUMER, Implemented),
-    method("/fedx.v1.VerificationService/JointVerify", CONSUMER, VERIFY),
-    method("/fedx.v1.VerificationService/BatchVerify", CONSUMER, VERIFY),
-    method("/fedx.v1.VerificationService/VerifyReceipt", RECEIPT_CHECKERS, VERIFY),
+    method("/fedx.v1.VerificationService/JointVerify", CONSUMER, Implemented),
+    method("/fedx.v1.VerificationService/BatchVerify", CONSUMER, Implemented),
+    method("/fedx.v1.VerificationService/VerifyReceipt", RECEIPT_CHECKERS, Implemented),
     method("/fedx.v1.ConsentService/GrantConsent", CONSUMER, Implemented),
     method("/fedx.v1.ConsentService/RevokeConsent", CONSUMER, Implemented),
     method("/fedx.v1.ConsentService/GetConsent", CONSUMER, Implemented),

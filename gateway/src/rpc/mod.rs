@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod identity;
 pub mod methods;
 pub mod purpose;
+pub mod verify;
 pub mod view;
 
 use fedx_proto::v1 as pb;
@@ -23,13 +24,6 @@ use tower::layer::util::{Identity, Stack};
 use crate::server::GatewayState;
 use audit_layer::AuditLayer;
 use authz::AuthLayer;
-
-/// Services of the contract that later releases fill in. The generated default stubs answer
-/// UNIMPLEMENTED; in practice [`AuthLayer`] answers first, with the method table's explanation.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Planned;
-
-impl pb::verification_service_server::VerificationService for Planned {}
 
 /// Largest request the gateway decodes; larger ones fail with RESOURCE_EXHAUSTED before parsing.
 pub const MAX_DECODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
@@ -53,6 +47,9 @@ pub async fn router(state: GatewayState) -> GatewayRouter {
         .await;
     health_reporter
         .set_serving::<pb::consent_service_server::ConsentServiceServer<consent::ConsentSvc>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::verification_service_server::VerificationServiceServer<verify::VerificationSvc>>()
         .await;
     health_reporter
         .set_serving::<pb::access_history_service_server::AccessHistoryServiceServer<audit::AccessHistorySvc>>()
@@ -97,7 +94,12 @@ pub async fn router(state: GatewayState) -> GatewayRouter {
             ))
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
         )
-        .add_service(pb::verification_service_server::VerificationServiceServer::new(Planned))
+        .add_service(
+            pb::verification_service_server::VerificationServiceServer::new(verify::VerificationSvc::new(
+                state.clone(),
+            ))
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        )
         .add_service(
             pb::consent_service_server::ConsentServiceServer::new(consent::ConsentSvc::new(state.clone()))
                 .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),

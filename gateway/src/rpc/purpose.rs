@@ -2,10 +2,18 @@
 //! force and the caller's department registered for it. Which RPC a purpose may be used with (views need
 //! worker-level grants, access history its own purpose) is the calling service's further check.
 
+use time::OffsetDateTime;
+
 use crate::authn::Caller;
+use crate::consent::CheckError;
 use crate::policy::{Purpose, PurposeCatalogue};
+use crate::server::GatewayState;
+use crate::view::LegalCover;
 
 use super::error::ApiError;
+
+/// Longest consent id accepted (consent.proto: at most 64 ASCII characters).
+const MAX_CONSENT_ID_LEN: usize = 64;
 
 /// The purpose `code` from `catalogue`, if the caller's department may use it.
 ///
@@ -41,6 +49,46 @@ pub fn check_purpose_code(purpose: &str, violations: &mut Vec<(String, String)>)
     };
     violations.push(("purpose".to_owned(), problem.to_owned()));
     false
+}
+
+/// Checks the form of an optional consent id (at most 64 printable ASCII characters), adding a violation
+/// on `consent_id` if it is wrong; returns it trimmed.
+pub fn check_consent_id(raw: &str, violations: &mut Vec<(String, String)>) -> String {
+    let consent_id = raw.trim();
+    if consent_id.len() > MAX_CONSENT_ID_LEN || !consent_id.bytes().all(|b| b.is_ascii_graphic()) {
+        violations.push((
+            "consent_id".to_owned(),
+            format!("a consent id is at most {MAX_CONSENT_ID_LEN} printable ASCII characters"),
+        ));
+    }
+    consent_id.to_owned()
+}
+
+/// The legal basis of a request about `worker_ref`: the purpose's statute, or the consent named, checked
+/// ACTIVE for this worker, the caller's department and the purpose. The consent is read from the database
+/// on every call, so a revocation on any replica applies to the next request. The caller has already
+/// refused a consent purpose without a consent id (CONSENT_REQUIRED).
+pub async fn legal_cover(
+    state: &GatewayState,
+    purpose: &Purpose,
+    consent_id: &str,
+    worker_ref: &str,
+    caller: &Caller,
+) -> Result<LegalCover, ApiError> {
+    if let Some(statutory) = LegalCover::statutory(purpose) {
+        return Ok(statutory);
+    }
+    let consent = state
+        .consents
+        .check_basis(consent_id, worker_ref, &caller.dept, &purpose.code, OffsetDateTime::now_utc())
+        .await
+        .map_err(|e| match e {
+            CheckError::Refused(refusal) => {
+                ApiError::ConsentRefused { consent_id: consent_id.to_owned(), refusal }
+            }
+            CheckError::Store(e) => ApiError::from(e),
+        })?;
+    Ok(LegalCover::Consent { consent_id: consent.consent_id, categories: consent.categories })
 }
 
 #[cfg(test)]

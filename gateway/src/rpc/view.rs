@@ -20,16 +20,13 @@
 use std::collections::BTreeSet;
 
 use fedx_proto::v1 as pb;
-use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
 use super::audit_layer::note;
 use super::authz::caller_of;
 use super::error::ApiError;
 use super::identity::{parse_subject, resolve_one};
-use super::purpose::{check_purpose_code, permitted_purpose};
-use crate::audit::record::LegalBasis;
-use crate::consent::CheckError;
+use super::purpose::{check_consent_id, check_purpose_code, legal_cover, permitted_purpose};
 use crate::identity::Query;
 use crate::policy::FieldCategory;
 use crate::server::GatewayState;
@@ -56,9 +53,6 @@ pub struct ViewQuery {
     pub consent_id: String,
 }
 
-/// Longest consent id accepted (consent.proto: at most 64 ASCII characters).
-const MAX_CONSENT_ID_LEN: usize = 64;
-
 /// Checks the request's form: every problem at once, as BadRequest field violations that never echo
 /// the values.
 pub fn validate(request: &pb::GetWorkerViewRequest) -> Result<ViewQuery, ApiError> {
@@ -77,20 +71,11 @@ pub fn validate(request: &pb::GetWorkerViewRequest) -> Result<ViewQuery, ApiErro
             }
         }
     }
-    let consent_id = request.consent_id.trim();
-    if consent_id.len() > MAX_CONSENT_ID_LEN || !consent_id.bytes().all(|b| b.is_ascii_graphic()) {
-        violations.push((
-            "consent_id".to_owned(),
-            format!("a consent id is at most {MAX_CONSENT_ID_LEN} printable ASCII characters"),
-        ));
-    }
+    let consent_id = check_consent_id(&request.consent_id, &mut violations);
     match subject {
-        Some(subject) if violations.is_empty() => Ok(ViewQuery {
-            purpose: purpose.to_owned(),
-            subject,
-            categories,
-            consent_id: consent_id.to_owned(),
-        }),
+        Some(subject) if violations.is_empty() => {
+            Ok(ViewQuery { purpose: purpose.to_owned(), subject, categories, consent_id })
+        }
         _ => Err(ApiError::InvalidArgument(violations)),
     }
 }
@@ -123,46 +108,19 @@ impl pb::worker_view_service_server::WorkerViewService for WorkerViewSvc {
         let worker_ref = resolution.worker_ref.as_ref().map(|w| w.value.clone()).unwrap_or_default();
         note(&request, |n| n.worker_ref = worker_ref.clone());
 
-        let cover = match LegalCover::statutory(purpose) {
-            Some(statutory) => statutory,
-            None => {
-                let consent = self
-                    .state
-                    .consents
-                    .check_basis(
-                        &query.consent_id,
-                        &worker_ref,
-                        &caller.dept,
-                        &purpose.code,
-                        OffsetDateTime::now_utc(),
-                    )
-                    .await
-                    .map_err(|e| match e {
-                        CheckError::Refused(refusal) => {
-                            ApiError::ConsentRefused { consent_id: query.consent_id.clone(), refusal }
-                        }
-                        CheckError::Store(e) => ApiError::from(e),
-                    })?;
-                let missing: Vec<String> = query
-                    .categories
-                    .iter()
-                    .filter(|c| purpose.grants_category(**c) && !consent.categories.contains(c))
-                    .map(|c| c.code().to_owned())
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(
-                        ApiError::ConsentInsufficient { consent_id: consent.consent_id, missing }.into()
-                    );
-                }
-                LegalCover::Consent { consent_id: consent.consent_id, categories: consent.categories }
+        let cover = legal_cover(&self.state, purpose, &query.consent_id, &worker_ref, &caller).await?;
+        if let LegalCover::Consent { consent_id, categories } = &cover {
+            let missing: Vec<String> = query
+                .categories
+                .iter()
+                .filter(|c| purpose.grants_category(**c) && !categories.contains(c))
+                .map(|c| c.code().to_owned())
+                .collect();
+            if !missing.is_empty() {
+                return Err(ApiError::ConsentInsufficient { consent_id: consent_id.clone(), missing }.into());
             }
-        };
-        note(&request, |n| {
-            n.legal_basis = Some(match &cover {
-                LegalCover::Statutory { statute } => LegalBasis::Statute(statute.clone()),
-                LegalCover::Consent { consent_id, .. } => LegalBasis::Consent(consent_id.clone()),
-            })
-        });
+        }
+        note(&request, |n| n.legal_basis = Some(cover.to_record()));
 
         let outcome = build_view(&ViewRequest {
             resolution: &resolution,

@@ -73,7 +73,7 @@ impl FetchFailure {
         }
     }
 
-    fn from_error(e: &SourceError) -> FetchFailure {
+    pub(crate) fn from_error(e: &SourceError) -> FetchFailure {
         match e {
             SourceError::Timeout { .. } => FetchFailure::Timeout,
             other => FetchFailure::Error(other.kind()),
@@ -321,6 +321,33 @@ pub async fn fetch_employer_names(
 }
 
 async fn registered_name(source: &dyn Source, usci: &str) -> Result<Option<RegisteredName>, SourceError> {
+    let registration = registration(source, usci).await?;
+    Ok(registration.and_then(|r| {
+        let name = r.name.trim();
+        (!name.is_empty()).then(|| RegisteredName { name: name.to_owned(), as_of: r.as_of })
+    }))
+}
+
+/// An enterprise's or individual business's registration as industry-commerce holds it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub name: String,
+    /// The registry's status text (存续, 吊销, 注销…).
+    pub status: String,
+    pub abnormal: Vec<fedx_adapters::source::AbnormalEntry>,
+    pub as_of: OffsetDateTime,
+}
+
+/// Enterprise data, but the name is shown only where a purpose grants it: `Debug` shows the status.
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration").field("status", &self.status).finish_non_exhaustive()
+    }
+}
+
+/// Looks up the registration of `usci` (canonical) in industry-commerce: a USCI look-up, then the
+/// record's enterprise or individual-business facts. `None` when the registry does not know the code.
+pub async fn registration(source: &dyn Source, usci: &str) -> Result<Option<Registration>, SourceError> {
     let candidates = match source.lookup(&LookupKey::Usci(usci.to_owned())).await {
         Ok(c) => c,
         Err(SourceError::UnsupportedKey { .. }) => return Ok(None),
@@ -333,13 +360,13 @@ async fn registered_name(source: &dyn Source, usci: &str) -> Result<Option<Regis
                 Err(SourceError::NoSuchRecord { .. } | SourceError::UnsupportedCategory { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            let name = facts.items.iter().find_map(|item| match item {
-                Fact::Enterprise(e) if e.usci == usci => Some(&e.name),
-                Fact::IndividualBusiness(b) if b.usci == usci => Some(&b.name),
+            let found = facts.items.into_iter().find_map(|item| match item {
+                Fact::Enterprise(e) if e.usci == usci => Some((e.name, e.status, e.abnormal)),
+                Fact::IndividualBusiness(b) if b.usci == usci => Some((b.name, b.status, b.abnormal)),
                 _ => None,
             });
-            if let Some(name) = name.filter(|n| !n.trim().is_empty()) {
-                return Ok(Some(RegisteredName { name: name.trim().to_owned(), as_of: facts.as_of }));
+            if let Some((name, status, abnormal)) = found {
+                return Ok(Some(Registration { name, status, abnormal, as_of: facts.as_of }));
             }
         }
     }

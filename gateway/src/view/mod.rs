@@ -40,8 +40,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 pub use assemble::{assemble, employers_to_name, AssembleInput, ViewOutcome};
+pub use disclose::provenance;
 pub use fetch::{fetch, fetch_employer_names, sources_for, Answer, EmployerNames, FetchFailure, Fetched};
 pub use plan::{plan, LegalCover, Plan};
+pub(crate) use sections::{business_status, cst_date, listed_abnormal};
 
 use crate::identity::Resolution;
 use crate::policy::{FieldCategory, Purpose};

@@ -34,6 +34,31 @@ impl Month {
         Month(self.0.saturating_add(1))
     }
 
+    /// The month `n` months before this one (`None` before year 0).
+    pub fn minus(self, n: u32) -> Option<Month> {
+        self.0.checked_sub(n).map(Month)
+    }
+
+    /// The month a calendar date falls in.
+    pub fn of_date(date: time::Date) -> Month {
+        let year = u32::try_from(date.year()).unwrap_or(0);
+        Month(year * 12 + u32::from(u8::from(date.month())) - 1)
+    }
+
+    /// Months from `self` to `to`, inclusive (0 when `to` is earlier).
+    pub fn months_until(self, to: Month) -> u32 {
+        if to < self {
+            0
+        } else {
+            to.0 - self.0 + 1
+        }
+    }
+
+    /// Every month from `self` to `to`, inclusive.
+    pub fn through(self, to: Month) -> impl Iterator<Item = Month> {
+        (self.0..=to.0).map(Month)
+    }
+
     pub fn year(self) -> u32 {
         self.0 / 12
     }

@@ -49,6 +49,15 @@ impl LegalCover {
         }
     }
 
+    /// The legal basis as the exchange record names it.
+    pub fn to_record(&self) -> crate::audit::record::LegalBasis {
+        use crate::audit::record::LegalBasis;
+        match self {
+            LegalCover::Statutory { statute } => LegalBasis::Statute(statute.clone()),
+            LegalCover::Consent { consent_id, .. } => LegalBasis::Consent(consent_id.clone()),
+        }
+    }
+
     pub fn to_proto(&self) -> pb::LegalBasis {
         let basis = match self {
             LegalCover::Statutory { statute } => pb::legal_basis::Basis::Statute(statute.clone()),

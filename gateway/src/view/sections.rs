@@ -39,7 +39,7 @@ fn iso_date(d: Date) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
-fn cst_date(t: OffsetDateTime) -> Date {
+pub(crate) fn cst_date(t: OffsetDateTime) -> Date {
     t.to_offset(CST).date()
 }
 
@@ -284,7 +284,7 @@ pub fn enrolments(d: &mut Discloser<'_>, fetched: &Fetched) -> Section<pb::Child
     Section::single(dept, entries)
 }
 
-fn business_status(code: &str) -> Option<pb::BusinessStatus> {
+pub(crate) fn business_status(code: &str) -> Option<pb::BusinessStatus> {
     match code.trim() {
         "存续" | "在业" | "开业" => Some(pb::BusinessStatus::Active),
         "吊销" => Some(pb::BusinessStatus::Revoked),
@@ -294,7 +294,7 @@ fn business_status(code: &str) -> Option<pb::BusinessStatus> {
 }
 
 /// Whether a business is on the abnormal-operation list on a day: listed by then and not yet removed.
-fn listed_abnormal(entries: &[fedx_adapters::source::AbnormalEntry], on: Date) -> bool {
+pub(crate) fn listed_abnormal(entries: &[fedx_adapters::source::AbnormalEntry], on: Date) -> bool {
     entries.iter().any(|e| e.listed_on <= on && e.removed_on.is_none_or(|removed| removed > on))
 }
 
