@@ -38,6 +38,12 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Department registry: code → names and the roles its certificates may carry.
     pub departments: BTreeMap<String, Department>,
+    /// Rate limits, harvest guard, per-department concurrency.
+    pub limits: crate::limits::LimitsConfig,
+    /// Traces, metrics, logs.
+    pub telemetry: crate::telemetry::TelemetryConfig,
+    /// Circuit breakers, deadlines, load shedding.
+    pub resilience: crate::resilience::ResilienceConfig,
 }
 
 /// Where the purpose catalogue comes from.
@@ -148,6 +154,9 @@ impl Default for Config {
             signing: crate::signing::SigningConfig::default(),
             policy: PolicyConfig::default(),
             departments: default_departments(),
+            limits: crate::limits::LimitsConfig::default(),
+            telemetry: crate::telemetry::TelemetryConfig::default(),
+            resilience: crate::resilience::ResilienceConfig::default(),
         }
     }
 }
