@@ -23,6 +23,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 pub use fedx_proto::v1 as pb;
 
 pub mod faults;
+pub mod status;
 pub mod wire;
 
 pub use faults::{Fault, SourceFaults};

@@ -13,6 +13,7 @@ use fedx_gateway::audit::checkpoint::Checkpoint;
 use fedx_gateway::audit::merkle::{self, leaf_hash, node_hash};
 use fedx_gateway::audit::Hash;
 use fedx_gateway::authn::Role;
+use fedx_tests::status::with_request_id;
 use fedx_tests::{backend_suite, pb, resolvable, subject_of, Backend, ClientIdentity, TestGateway};
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
@@ -51,12 +52,6 @@ async fn start_gateway(backend: Backend) -> anyhow::Result<(TestGateway, Vec<Tru
 
 fn resolve_request(person: &TruthRecord) -> pb::ResolveIdentityRequest {
     pb::ResolveIdentityRequest { purpose: PURPOSE.into(), subject: Some(subject_of(person)) }
-}
-
-fn with_request_id<T>(message: T, id: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("x-request-id", id.parse().expect("ascii request id"));
-    request
 }
 
 fn request_id_of(metadata: &MetadataMap) -> String {

@@ -10,10 +10,12 @@ use fedx_adapters::{SeedOptions, TruthRecord};
 use fedx_gateway::audit::record::{ExchangeRecord, LegalBasis};
 use fedx_gateway::audit::store::ExchangeFilter;
 use fedx_gateway::authn::Role;
+use fedx_tests::status::{
+    metadata as error_metadata, reason as error_reason, violations as field_violations,
+};
 use fedx_tests::{backend_suite, pb, resolvable, subject_of, Backend, ClientIdentity, TestGateway};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
-use tonic_types::StatusExt;
 
 type ConsentClient = pb::consent_service_client::ConsentServiceClient<Channel>;
 
@@ -64,21 +66,6 @@ fn grant_request(person: &TruthRecord) -> pb::GrantConsentRequest {
     };
     valid_until_in(&mut request, 90);
     request
-}
-
-fn error_reason(status: &Status) -> String {
-    status.get_details_error_info().map(|info| info.reason).unwrap_or_default()
-}
-
-fn error_metadata(status: &Status, key: &str) -> String {
-    status.get_details_error_info().and_then(|info| info.metadata.get(key).cloned()).unwrap_or_default()
-}
-
-fn field_violations(status: &Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
 }
 
 /// Asserts the status code and ErrorInfo reason of a failed call.

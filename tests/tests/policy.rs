@@ -5,15 +5,12 @@
 use fedx_gateway::audit::store::ExchangeFilter;
 use fedx_gateway::authn::Role;
 use fedx_gateway::policy::BUILT_IN_CATALOGUE;
+use fedx_tests::status::reason;
 use fedx_tests::{backend_suite, pb, Backend, TestGateway};
 use tonic::Code;
 use tonic_types::StatusExt;
 
 type AdminClient = pb::admin_service_client::AdminServiceClient<tonic::transport::Channel>;
-
-fn reason(status: &tonic::Status) -> String {
-    status.get_details_error_info().map(|i| i.reason).unwrap_or_default()
-}
 
 async fn reload_swaps_a_valid_catalogue_and_refuses_an_invalid_one(backend: Backend) -> anyhow::Result<()> {
     let path = tempfile::NamedTempFile::new()?.into_temp_path();

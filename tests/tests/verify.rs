@@ -16,11 +16,11 @@ use fedx_adapters::{
     education, industry_commerce, public_security, social_insurance, tax, Department, NoiseConfig,
     SeedOptions, TruthRecord,
 };
-use fedx_gateway::audit::record::{ExchangeRecord, LegalBasis};
-use fedx_gateway::audit::store::ExchangeFilter;
+use fedx_gateway::audit::record::LegalBasis;
 use fedx_gateway::authn::Role;
 use fedx_gateway::config::Config;
 use fedx_gateway::policy::{FieldCategory, PurposeCatalogue, BUILT_IN_CATALOGUE};
+use fedx_tests::status::{metadata, reason, record_of, violations, with_request_id};
 use fedx_tests::wire::fields_present;
 use fedx_tests::{backend_suite, pb, resolvable, subject_of, Backend, Fault, TestGateway};
 use prost::Message;
@@ -120,36 +120,6 @@ fn shipped() -> PurposeCatalogue {
 async fn client(gw: &TestGateway, dept: &str) -> anyhow::Result<VerifyClient> {
     let id = gw.issue(dept, Role::Consumer).await?;
     Ok(VerifyClient::new(gw.channel(Some(&id))?))
-}
-
-fn with_request_id<T>(message: T, id: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("x-request-id", id.parse().expect("ascii request id"));
-    request
-}
-
-/// The exchange record of the call made with `request_id`.
-async fn record_of(gw: &TestGateway, request_id: &str) -> anyhow::Result<ExchangeRecord> {
-    let store = gw.gateway.as_ref().expect("running").state.audit.store();
-    let records = store.query(&ExchangeFilter::default(), 0, 10_000).await?;
-    let mut found: Vec<_> = records.into_iter().filter(|r| r.exchange.request_id == request_id).collect();
-    anyhow::ensure!(found.len() == 1, "expected one record for {request_id}, found {}", found.len());
-    Ok(found.remove(0))
-}
-
-fn reason(status: &Status) -> String {
-    status.get_details_error_info().map(|i| i.reason).unwrap_or_default()
-}
-
-fn metadata(status: &Status, key: &str) -> String {
-    status.get_details_error_info().and_then(|i| i.metadata.get(key).cloned()).unwrap_or_default()
-}
-
-fn violations(status: &Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
 }
 
 /// Everything a status says, for checking that it echoes no value.
@@ -265,18 +235,7 @@ fn not_abnormal(usci: &str) -> pb::Claim {
 
 /// The claim type name of a claim: its oneof field name.
 fn claim_type(c: &pb::Claim) -> &'static str {
-    use pb::claim::Claim as C;
-    match &c.claim {
-        Some(C::IdentityMatches(_)) => "identity_matches",
-        Some(C::ResidencePermitValid(_)) => "residence_permit_valid",
-        Some(C::EmployedBy(_)) => "employed_by",
-        Some(C::ContributionsAtLeast(_)) => "contributions_at_least",
-        Some(C::NoArrears(_)) => "no_arrears",
-        Some(C::ChildEnrolled(_)) => "child_enrolled",
-        Some(C::EnterpriseActive(_)) => "enterprise_active",
-        Some(C::EnterpriseNotAbnormal(_)) => "enterprise_not_abnormal",
-        None => "",
-    }
+    fedx_gateway::verify::claim::wire_type_name(c).unwrap_or_default()
 }
 
 fn request(

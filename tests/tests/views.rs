@@ -7,14 +7,14 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use fedx_adapters::{Department, SeedOptions, TruthRecord};
-use fedx_gateway::audit::record::{ExchangeRecord, LegalBasis};
-use fedx_gateway::audit::store::ExchangeFilter;
+use fedx_gateway::audit::record::LegalBasis;
 use fedx_gateway::authn::Role;
 use fedx_gateway::policy::{Purpose, PurposeCatalogue, BUILT_IN_CATALOGUE};
+use fedx_tests::status::{metadata, reason, record_of, with_request_id};
 use fedx_tests::wire::fields_present;
 use fedx_tests::{backend_suite, pb, subject_of, Backend, Fault, TestGateway};
 use prost::Message;
-use tonic::{Code, Status};
+use tonic::Code;
 use tonic_types::StatusExt;
 
 type ViewClient = pb::worker_view_service_client::WorkerViewServiceClient<tonic::transport::Channel>;
@@ -58,29 +58,6 @@ fn view_request(purpose: &str, person: &TruthRecord, consent_id: &str) -> pb::Ge
 async fn view_client(gw: &TestGateway, dept: &str) -> anyhow::Result<ViewClient> {
     let id = gw.issue(dept, Role::Consumer).await?;
     Ok(ViewClient::new(gw.channel(Some(&id))?))
-}
-
-fn with_request_id<T>(message: T, id: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("x-request-id", id.parse().expect("ascii"));
-    request
-}
-
-/// The exchange record of the call made with `request_id`.
-async fn record_of(gw: &TestGateway, request_id: &str) -> anyhow::Result<ExchangeRecord> {
-    let store = gw.gateway.as_ref().expect("running").state.audit.store();
-    let records = store.query(&ExchangeFilter::default(), 0, 10_000).await?;
-    let mut found: Vec<_> = records.into_iter().filter(|r| r.exchange.request_id == request_id).collect();
-    anyhow::ensure!(found.len() == 1, "expected one record for {request_id}, found {}", found.len());
-    Ok(found.remove(0))
-}
-
-fn reason(status: &Status) -> String {
-    status.get_details_error_info().map(|i| i.reason).unwrap_or_default()
-}
-
-fn metadata(status: &Status, key: &str) -> String {
-    status.get_details_error_info().and_then(|i| i.metadata.get(key).cloned()).unwrap_or_default()
 }
 
 /// Every `{category}.{field}` carrying a value anywhere in the view (provenance excluded: it accompanies

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::config::{Config, ConfigError};
 use crate::signing::{KeyRing, DEV_KEY_FILE};
+use crate::verify::claim::wire_type_name;
 use crate::verify::receipt::{
     keys_from_json, keys_to_json, receipt_from_json, timestamp_text, verify_receipt,
 };
@@ -208,22 +209,6 @@ fn legal_basis_text(basis: Option<&pb::LegalBasis>) -> String {
     }
 }
 
-/// Name of the claim type (the oneof field name), for results that do not carry it.
-fn claim_type_of(claim: Option<&pb::Claim>) -> &'static str {
-    use pb::claim::Claim as C;
-    match claim.and_then(|c| c.claim.as_ref()) {
-        Some(C::IdentityMatches(_)) => "identity_matches",
-        Some(C::ResidencePermitValid(_)) => "residence_permit_valid",
-        Some(C::EmployedBy(_)) => "employed_by",
-        Some(C::ContributionsAtLeast(_)) => "contributions_at_least",
-        Some(C::NoArrears(_)) => "no_arrears",
-        Some(C::ChildEnrolled(_)) => "child_enrolled",
-        Some(C::EnterpriseActive(_)) => "enterprise_active",
-        Some(C::EnterpriseNotAbnormal(_)) => "enterprise_not_abnormal",
-        None => "(unknown)",
-    }
-}
-
 /// One row per result: claim type, verdict, undetermined reason, attesting departments. No claim values.
 fn result_rows(summary: &pb::ReceiptSummary) -> Vec<[String; 4]> {
     summary
@@ -232,7 +217,7 @@ fn result_rows(summary: &pb::ReceiptSummary) -> Vec<[String; 4]> {
         .enumerate()
         .map(|(i, r)| {
             let claim_type = if r.claim_type.is_empty() {
-                claim_type_of(summary.claims.get(i)).to_owned()
+                summary.claims.get(i).and_then(wire_type_name).unwrap_or("(unknown)").to_owned()
             } else {
                 r.claim_type.clone()
             };

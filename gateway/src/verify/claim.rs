@@ -162,6 +162,21 @@ impl Claim {
     }
 }
 
+/// The claim type name of a claim as received (its `Claim` oneof field name); `None` when no type is set.
+pub fn wire_type_name(claim: &pb::Claim) -> Option<&'static str> {
+    use pb::claim::Claim as C;
+    Some(match claim.claim.as_ref()? {
+        C::IdentityMatches(_) => "identity_matches",
+        C::ResidencePermitValid(_) => "residence_permit_valid",
+        C::EmployedBy(_) => "employed_by",
+        C::ContributionsAtLeast(_) => "contributions_at_least",
+        C::NoArrears(_) => "no_arrears",
+        C::ChildEnrolled(_) => "child_enrolled",
+        C::EnterpriseActive(_) => "enterprise_active",
+        C::EnterpriseNotAbnormal(_) => "enterprise_not_abnormal",
+    })
+}
+
 /// Validates `claims` (the whole list): every problem is pushed onto `violations`. Returns the claims
 /// when all are well formed. `today` fixes "today" and "the previous month" for the whole request.
 pub fn parse_claims(
