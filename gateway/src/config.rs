@@ -305,6 +305,10 @@ impl Config {
         if let Some(path) = get("FEDX_PURPOSES_FILE") {
             self.policy.purposes_file = Some(path.into());
         }
+        if let Some(addr) = get("FEDX_ADMIN_LISTEN") {
+            self.telemetry.admin_listen = crate::telemetry::parse_optional_addr(&addr)
+                .map_err(|reason| ConfigError::Env { var: "FEDX_ADMIN_LISTEN", reason })?;
+        }
         Ok(())
     }
 
@@ -342,6 +346,8 @@ impl Config {
             return invalid("pki.client_cert_days and pki.crl_validity_hours must be positive".into());
         }
         self.identity.validate().map_err(ConfigError::Invalid)?;
+        self.resilience.validate().map_err(ConfigError::Invalid)?;
+        self.telemetry.validate().map_err(ConfigError::Invalid)?;
         let audit = &self.audit;
         if audit.max_batch == 0 || audit.max_pending == 0 || audit.checkpoint_every_records == 0 {
             return invalid(
@@ -361,6 +367,10 @@ impl Config {
         }
         if self.departments.is_empty() {
             return invalid("the department registry is empty".into());
+        }
+        let limits = self.limits.violations(&|d| self.departments.contains_key(d));
+        if !limits.is_empty() {
+            return Err(ConfigError::Invalid(crate::limits::LimitsError::Invalid(limits).to_string()));
         }
         self.department_registry().map(|_| ())
     }

@@ -42,6 +42,8 @@ pub enum StartError {
     Audit(#[from] crate::audit::AuditError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Limits(#[from] crate::limits::LimitsError),
 }
 
 /// State shared by the service implementations.
@@ -61,25 +63,77 @@ pub struct GatewayState {
     /// Consent records, read from the shared store on every check so that revocations reach every
     /// replica at once.
     pub consents: crate::consent::ConsentStore,
+    /// Rate limits, concurrency limits and the harvest guard (reloadable with the purpose catalogue).
+    pub limits: Arc<crate::limits::Limits>,
+    /// The graceful-shutdown phase, watched by the call layer and the connections.
+    pub drain: crate::resilience::Drain,
 }
 
 /// A running gateway. Dropping it does not stop the server; call [`RunningGateway::shutdown`].
 pub struct RunningGateway {
     pub local_addr: SocketAddr,
+    /// The admin endpoint (`/metrics`, `/healthz`), when `telemetry.admin_listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub state: GatewayState,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
 impl RunningGateway {
-    /// Stops accepting, lets in-flight calls finish, flushes the exchange log (and signs a last
-    /// checkpoint), then closes the store.
+    /// Graceful shutdown: stops accepting (the listening socket is closed, so new connections are
+    /// refused), lets the calls in flight finish — for at most `resilience.drain_timeout`, after which
+    /// those still running are answered UNAVAILABLE (SHUTTING_DOWN) and recorded, and connections still
+    /// open a moment later are closed — then flushes the exchange log (and signs a last checkpoint) and
+    /// closes the store. See [`crate::resilience::shutdown`].
     pub async fn shutdown(self) -> Result<(), tonic::transport::Error> {
+        use crate::resilience::shutdown::{Phase, CUT_GRACE};
+        let drain = self.state.drain.clone();
+        drain.advance(Phase::Draining);
         let _ = self.shutdown.send(true);
-        let result = self.server.await.unwrap_or(Ok(()));
+        let mut server = self.server;
+        let drain_timeout = self.state.config.resilience.drain_timeout;
+        let mut finished = tokio::time::timeout(drain_timeout, &mut server).await;
+        if finished.is_err() {
+            tracing::warn!(?drain_timeout, "drain time over: answering the calls still running UNAVAILABLE");
+            drain.advance(Phase::Cut);
+            finished = tokio::time::timeout(CUT_GRACE, &mut server).await;
+        }
+        if finished.is_err() {
+            tracing::warn!("closing the connections still open");
+            drain.advance(Phase::Abort);
+            finished = tokio::time::timeout(CUT_GRACE, &mut server).await;
+        }
+        let result = match finished {
+            Ok(joined) => joined.unwrap_or(Ok(())),
+            Err(_) => {
+                server.abort();
+                Ok(())
+            }
+        };
         self.state.audit.shutdown().await;
         self.state.store.close().await;
         result
+    }
+
+    /// Serves until `signal` resolves, then shuts down gracefully ([`RunningGateway::shutdown`]); or
+    /// until the server stops on its own (a fatal transport error), then flushes the exchange log.
+    pub async fn run_until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
+        let stopped = tokio::select! {
+            joined = &mut self.server => Some(joined),
+            () = signal => None,
+        };
+        match stopped {
+            None => self.shutdown().await,
+            Some(joined) => {
+                let _ = self.shutdown.send(true);
+                self.state.audit.shutdown().await;
+                self.state.store.close().await;
+                joined.unwrap_or(Ok(()))
+            }
+        }
     }
 
     /// Runs until the server stops on its own (it only does on a fatal transport error).
@@ -87,6 +141,8 @@ impl RunningGateway {
         self.server.await.unwrap_or(Ok(()))
     }
 
+    /// The raw stop signal: stops accepting and drains without a time limit, flushing nothing. Prefer
+    /// [`RunningGateway::shutdown`] or [`RunningGateway::run_until`].
     pub fn shutdown_signal(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
     }
@@ -138,7 +194,16 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     tokio::spawn(watcher.run(config.tls.revocation_poll_interval, shutdown_rx.clone()));
+    // Stops with the gateway, or as soon as start-up fails below (the shutdown sender is dropped).
+    let admin_addr = crate::telemetry::metrics::serve_admin(
+        &config.telemetry,
+        crate::telemetry::metrics::AdminSources { store: store.clone(), server_cert: paths.server_cert() },
+        shutdown_rx.clone(),
+    )
+    .await
+    .map_err(|(addr, source)| StartError::Bind { addr, source })?;
 
+    let drain = crate::resilience::Drain::new();
     let incoming = tls_incoming(
         listener,
         TlsAcceptor::from(Arc::new(server_config)),
@@ -147,10 +212,13 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
             handshake_timeout: config.tls.handshake_timeout,
             trust_domain: config.trust_domain.clone(),
             registry: registry.clone(),
+            max_connections: config.resilience.max_connections,
+            drain: drain.clone(),
         },
     );
     let departments = Arc::new(registry);
     let policy = Arc::new(PolicyHandle::open(config.policy.source(), departments.as_ref())?);
+    let limits = Arc::new(crate::limits::Limits::open(&config.limits, departments.as_ref())?);
     let identity = Arc::new(open_resolver_with(&config, options.wrap_sources.as_ref()).await?);
     let audit = open_audit_log(&config, &store).await?;
     let state = GatewayState {
@@ -162,6 +230,8 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
         audit,
         departments,
         policy,
+        limits,
+        drain,
     };
     let router = rpc::router(state.clone()).await;
     let mut stop = shutdown_rx;
@@ -169,7 +239,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
         let _ = stop.wait_for(|stopped| *stopped).await;
     }));
     tracing::info!(%local_addr, "fedx gateway listening (mTLS)");
-    Ok(RunningGateway { local_addr, state, shutdown, server })
+    Ok(RunningGateway { local_addr, admin_addr, state, shutdown, server })
 }
 
 /// Opens the department sources (lazily: a source that is down is reported per request, not here) and
@@ -187,6 +257,13 @@ pub async fn open_resolver_with(
     if let Some(wrapper) = wrapper {
         sources = sources.wrapped(wrapper);
     }
+    // Outside the fault injector of tests (injected faults trip it), inside telemetry (which sees what
+    // the gateway gets: fast "circuit open" failures included).
+    if let Some(breakers) = crate::resilience::breaker::wrapper(&config.resilience, config.sources.timeout) {
+        sources = sources.wrapped(&breakers);
+    }
+    // Outermost: spans and metrics see every call as the gateway does (see telemetry::source).
+    sources = sources.wrapped(&crate::telemetry::source::wrapper());
     let env_key = std::env::var("FEDX_WORKER_REF_KEY").ok();
     let keys = KeyRing::load(&config.identity, &config.data_dir, env_key.as_deref())?;
     Ok(Resolver::new(Model::new(config.identity.clone()), sources, Arc::new(keys)))

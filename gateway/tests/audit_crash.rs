@@ -47,6 +47,8 @@ impl Fedx {
             .env_remove("FEDX_CONFIG")
             .env_remove("FEDX_DATABASE_URL")
             .env_remove("FEDX_SIGNING_KEY_FILE")
+            // Both backends' gateways run at once: each on its own metrics port.
+            .env("FEDX_ADMIN_LISTEN", "127.0.0.1:0")
             .env("FEDX_LOG", "warn");
         command
     }

@@ -29,6 +29,9 @@ pub enum Fault {
 #[derive(Debug, Clone, Default)]
 pub struct SourceFaults {
     faults: Arc<Mutex<HashMap<Department, Fault>>>,
+    /// Calls that reached each wrapped source (whatever its fault), so tests can tell a source the
+    /// gateway stopped asking (an open circuit) from one it asks and that fails.
+    calls: Arc<Mutex<HashMap<Department, u64>>>,
 }
 
 impl SourceFaults {
@@ -40,7 +43,14 @@ impl SourceFaults {
         self.faults.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
+    /// How many calls have reached `dept`'s source so far.
+    pub fn calls(&self, dept: Department) -> u64 {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).get(&dept).copied().unwrap_or_default()
+    }
+
+    /// The fault in force for `dept`, counting the call that asks.
     fn get(&self, dept: Department) -> Fault {
+        *self.calls.lock().unwrap_or_else(|e| e.into_inner()).entry(dept).or_default() += 1;
         self.faults.lock().unwrap_or_else(|e| e.into_inner()).get(&dept).copied().unwrap_or_default()
     }
 

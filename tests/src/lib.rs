@@ -298,6 +298,8 @@ impl TestGateway {
         }
         config.tls.revocation_poll_interval = Duration::from_millis(200);
         config.tls.handshake_timeout = Duration::from_secs(1);
+        // Many gateways run at once: each gets its own admin (metrics) port.
+        config.telemetry.admin_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         configure(&mut config);
         let paths = PkiPaths::new(&config.pki.dir);
         pki::init(&paths, &config)?;

@@ -117,18 +117,32 @@ impl AuditLog {
         }
     }
 
-    /// Appends `exchange` and returns its seq once it is committed.
+    /// Appends `exchange` and returns its seq once it is committed. Observed as the `audit.append` span
+    /// and `fedx_audit_append_duration_seconds` (queue wait and commit, as the request experiences it).
     pub async fn append(&self, exchange: Exchange) -> Result<u64, AuditError> {
-        let (reply, answer) = oneshot::channel();
-        {
-            let guard = self.inner.sender.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let sender = guard.as_ref().ok_or(AuditError::WriterStopped)?;
-            sender.try_send((exchange, reply)).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => AuditError::Overloaded(self.inner.max_pending),
-                mpsc::error::TrySendError::Closed(_) => AuditError::WriterStopped,
-            })?;
+        use tracing::Instrument;
+        let span = tracing::info_span!("audit.append", fedx.audit.seq = tracing::field::Empty);
+        let started = std::time::Instant::now();
+        let result = async {
+            let (reply, answer) = oneshot::channel();
+            {
+                let guard = self.inner.sender.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let sender = guard.as_ref().ok_or(AuditError::WriterStopped)?;
+                sender.try_send((exchange, reply)).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => AuditError::Overloaded(self.inner.max_pending),
+                    mpsc::error::TrySendError::Closed(_) => AuditError::WriterStopped,
+                })?;
+            }
+            answer.await.unwrap_or(Err(AuditError::WriterStopped))
         }
-        answer.await.unwrap_or(Err(AuditError::WriterStopped))
+        .instrument(span.clone())
+        .await;
+        metrics::histogram!(crate::telemetry::metrics::names::AUDIT_APPEND_DURATION)
+            .record(started.elapsed().as_secs_f64());
+        if let Ok(seq) = &result {
+            span.record("fedx.audit.seq", seq);
+        }
+        result
     }
 
     /// Signs a checkpoint of the current head now, if the log grew since the last one.
@@ -268,7 +282,10 @@ async fn write_loop(
                 break;
             }
         }
-        match store.append(&exchanges).await {
+        let commit_started = std::time::Instant::now();
+        let appended = store.append(&exchanges).await;
+        record_commit(commit_started, &appended, exchanges.len());
+        match appended {
             Ok(records) => {
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 counters.records.fetch_add(records.len() as u64, Ordering::Relaxed);
@@ -301,6 +318,19 @@ async fn write_loop(
     // Shutting down: leave no tail for the next start to scan.
     if subjects.backlog > 0 {
         subjects.run(&store).await;
+    }
+}
+
+/// One group commit in the metrics: its duration, and its records as committed or refused.
+fn record_commit<T>(started: std::time::Instant, result: &Result<Vec<T>, AuditError>, batch: usize) {
+    use crate::telemetry::metrics::names;
+    metrics::histogram!(names::AUDIT_COMMIT_DURATION).record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(records) => {
+            metrics::counter!(names::AUDIT_COMMITS).increment(1);
+            metrics::counter!(names::AUDIT_RECORDS).increment(records.len() as u64);
+        }
+        Err(_) => metrics::counter!(names::AUDIT_FAILED_RECORDS).increment(batch as u64),
     }
 }
 

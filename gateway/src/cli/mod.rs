@@ -82,19 +82,27 @@ enum ConfigCommand {
 enum DbCommand {
     /// Apply pending migrations to the gateway store.
     Migrate,
+    /// List the store's migrations and whether each is applied. Exits with 1 when any is pending,
+    /// failed, changed since it was applied, or unknown to this binary, so that a deployment step can wait
+    /// for `fedx db migrate` or refuse to roll out.
+    Status,
 }
 
 /// Entry point of the binary: parses arguments, runs, and turns errors into a message and exit code 1
 /// (2 when `fedx receipts` could not read its input, as for usage errors, so that 1 means "not valid").
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    // Inside the runtime (the OTLP exporter's channel needs one); dropped before it, flushing spans.
+    let _telemetry = {
+        let _runtime = runtime.enter();
+        init_telemetry(&cli)
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -109,15 +117,18 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FEDX_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = std::env::var("FEDX_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+/// Logs (and, for `serve` and `demo`, trace export) from the file's `[telemetry]` section and the
+/// environment; see [`crate::telemetry`]. A file that does not load is reported by the command itself.
+fn init_telemetry(cli: &Cli) -> Option<crate::telemetry::TelemetryGuard> {
+    let config =
+        Config::load(cli.config.as_deref(), &Overrides::default()).map(|c| c.telemetry).unwrap_or_default();
+    let export = matches!(cli.command, Command::Serve { .. } | Command::Demo { .. });
+    match crate::telemetry::init(&config, export) {
+        Ok(guard) => Some(guard),
+        Err(e) => {
+            eprintln!("warning: {e}; traces are not exported");
+            crate::telemetry::init(&config, false).ok()
+        }
     }
 }
 
@@ -141,6 +152,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load(None)?;
             println!("configuration is valid\n");
             print!("{}", toml::to_string_pretty(&config)?);
+            Ok(())
+        }
+        Command::Db(DbCommand::Status) => {
+            let config = load(None)?;
+            let store = crate::store::Store::connect(&config.database_url()).await?;
+            let status = store.migration_status().await;
+            store.close().await;
+            let status = status?;
+            let mut table = comfy_table::Table::new();
+            table.load_preset(comfy_table::presets::NOTHING).set_header(["version", "migration", "state"]);
+            for m in &status {
+                table.add_row([m.version.to_string(), m.description.clone(), m.state.as_str().to_owned()]);
+            }
+            println!("gateway store: {}\n{table}", redact_url(&config.database_url()));
+            let behind = status.iter().filter(|m| m.state != crate::store::MigrationState::Applied).count();
+            anyhow::ensure!(behind == 0, "{behind} migration(s) not applied as this binary expects");
+            println!("up to date");
             Ok(())
         }
         Command::Db(DbCommand::Migrate) => {

@@ -8,23 +8,34 @@ use crate::pki::{self, CertRequest, PkiPaths, Validity};
 use crate::server;
 use crate::store::Store;
 
+/// Serves until SIGTERM or SIGINT, then shuts down gracefully: no new connections, the calls in flight
+/// finish (for at most `resilience.drain_timeout`; a second signal cuts them short), the exchange log is
+/// flushed and the store closed ([`server::RunningGateway::shutdown`]).
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let gateway = server::start(config).await?;
     #[cfg(unix)]
     tokio::spawn(reload_policy_on_sighup(gateway.state.clone()));
-    let stop = gateway.shutdown_signal();
-    tokio::spawn(async move {
-        shutdown_requested().await;
-        tracing::info!("shutdown requested: draining in-flight calls");
-        let _ = stop.send(true);
-    });
-    gateway.wait().await?;
+    let drain = gateway.state.drain.clone();
+    let drain_timeout = gateway.state.config.resilience.drain_timeout;
+    gateway
+        .run_until(async move {
+            shutdown_requested().await;
+            tracing::info!(?drain_timeout, "shutdown requested: draining in-flight calls");
+            tokio::spawn(async move {
+                shutdown_requested().await;
+                tracing::warn!("second shutdown signal: cutting the calls still running");
+                drain.advance(crate::resilience::Phase::Cut);
+            });
+        })
+        .await?;
+    tracing::info!("fedx gateway stopped");
     Ok(())
 }
 
-/// SIGHUP re-reads the purpose catalogue, like AdminService.ReloadPolicy. The change is recorded in the
-/// exchange log as a ReloadPolicy exchange by the local operator (caller department `local`, role
-/// `signal`), so a catalogue change made on the host is as visible to auditors as one made over gRPC.
+/// SIGHUP re-reads the purpose catalogue (and the limits file, if configured), like
+/// AdminService.ReloadPolicy. The change is recorded in the exchange log as a ReloadPolicy exchange by
+/// the local operator (caller department `local`, role `signal`), so a catalogue change made on the
+/// host is as visible to auditors as one made over gRPC.
 #[cfg(unix)]
 async fn reload_policy_on_sighup(state: server::GatewayState) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -37,13 +48,22 @@ async fn reload_policy_on_sighup(state: server::GatewayState) {
     while hangup.recv().await.is_some() {
         let started = std::time::Instant::now();
         let time = time::OffsetDateTime::now_utc();
-        let (outcome_code, outcome_reason) = match state.policy.reload(state.departments.as_ref()) {
-            Ok(outcome) => {
-                tracing::info!(previous = %outcome.previous_version, version = %outcome.version, "purpose catalogue reloaded (SIGHUP)");
-                (0, format!("POLICY_RELOADED {} -> {}", outcome.previous_version, outcome.version))
+        // The limits file (if any) is validated first, so an invalid one leaves both as they are.
+        let reloaded = state.limits.prepare_reload().map_err(|e| e.to_string()).and_then(|limits| {
+            let outcome = state.policy.reload(state.departments.as_ref()).map_err(|e| e.to_string())?;
+            Ok((outcome, limits))
+        });
+        let (outcome_code, outcome_reason) = match reloaded {
+            Ok((outcome, limits)) => {
+                let limits = limits.map(|prepared| state.limits.apply(prepared));
+                let limits = limits
+                    .map(|r| format!("; limits {} -> {}", r.previous_version, r.version))
+                    .unwrap_or_default();
+                tracing::info!(previous = %outcome.previous_version, version = %outcome.version, %limits, "purpose catalogue reloaded (SIGHUP)");
+                (0, format!("POLICY_RELOADED {} -> {}{limits}", outcome.previous_version, outcome.version))
             }
             Err(error) => {
-                tracing::error!(%error, "purpose catalogue reload refused (SIGHUP); the catalogue in force stays");
+                tracing::error!(%error, "purpose catalogue or limits reload refused (SIGHUP); both in force stay");
                 (tonic::Code::FailedPrecondition as i32, "POLICY_INVALID".to_owned())
             }
         };

@@ -189,11 +189,24 @@ impl Resolver {
     /// Resolves `query`, answering from the cache when the same normalised query was resolved within
     /// the TTL with every source available.
     pub async fn resolve(&self, query: &Query) -> Result<Arc<Resolution>, ResolveError> {
+        self.resolve_within(query, self.model.config.deadline).await
+    }
+
+    /// [`Resolver::resolve`], done within `budget` when that is shorter than `identity.deadline` (what is
+    /// left of a caller's deadline: [`crate::resilience::deadline`]). Sources that do not answer in time
+    /// are reported unavailable, and such a resolution is not cached.
+    #[tracing::instrument(name = "identity.resolve", skip_all)]
+    pub async fn resolve_within(
+        &self,
+        query: &Query,
+        budget: Duration,
+    ) -> Result<Arc<Resolution>, ResolveError> {
         let key = query.digest();
         if let Some(hit) = self.cache.get(&key) {
             return Ok(hit);
         }
-        let resolution = Arc::new(self.resolve_uncached(query).await?);
+        let deadline = Instant::now() + budget.min(self.model.config.deadline);
+        let resolution = Arc::new(self.resolve_by(query, deadline).await?);
         if resolution.unavailable().next().is_none() {
             self.cache.insert(key, resolution.clone());
         }
@@ -202,8 +215,10 @@ impl Resolver {
 
     /// Resolves without reading or filling the resolution cache (evaluation, benchmarks).
     pub async fn resolve_uncached(&self, query: &Query) -> Result<Resolution, ResolveError> {
-        let deadline = Instant::now() + self.model.config.deadline;
+        self.resolve_by(query, Instant::now() + self.model.config.deadline).await
+    }
 
+    async fn resolve_by(&self, query: &Query, deadline: Instant) -> Result<Resolution, ResolveError> {
         // Round 1: the query's own keys, and the name's frequency.
         let mut keys = Vec::new();
         if let Some(id) = &query.id {

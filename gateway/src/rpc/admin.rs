@@ -207,9 +207,11 @@ impl pb::admin_service_server::AdminService for AdminSvc {
         }))
     }
 
-    /// Re-reads the purpose catalogue from its configured source. The department registry is part of the
-    /// process configuration and changes with a restart; it is reported, not reloaded. The audit record
-    /// of the call carries both versions as its outcome detail, so every change is in the log.
+    /// Re-reads the purpose catalogue from its configured source, and the limits file if one is
+    /// configured (`limits.file`): both are validated before either is put in force, so an invalid one
+    /// changes nothing. The department registry is part of the process configuration and changes with a
+    /// restart; it is reported, not reloaded. The audit record of the call carries both versions as its
+    /// outcome detail, so every change is in the log.
     async fn reload_policy(
         &self,
         request: Request<pb::ReloadPolicyRequest>,
@@ -217,6 +219,7 @@ impl pb::admin_service_server::AdminService for AdminSvc {
         let caller = caller_of(&request)?;
         let validate_only = request.get_ref().validate_only;
         let departments = self.state.departments.as_ref();
+        let limits = self.state.limits.prepare_reload().map_err(ApiError::LimitsInvalid)?;
         let outcome = if validate_only {
             self.state.policy.check(departments)
         } else {
@@ -224,14 +227,24 @@ impl pb::admin_service_server::AdminService for AdminSvc {
         }
         .map_err(ApiError::PolicyInvalid)?;
         let verb = if validate_only { "POLICY_VALID" } else { "POLICY_RELOADED" };
+        let limits_detail = match limits {
+            Some(prepared) if validate_only => format!("; limits {} valid", prepared.version()),
+            Some(prepared) => {
+                let reload = self.state.limits.apply(prepared);
+                format!("; limits {} -> {}", reload.previous_version, reload.version)
+            }
+            None => String::new(),
+        };
         note(&request, |n| {
-            n.success_detail = format!("{verb} {} -> {}", outcome.previous_version, outcome.version)
+            n.success_detail =
+                format!("{verb} {} -> {}{limits_detail}", outcome.previous_version, outcome.version)
         });
         tracing::info!(
             by = %caller.dept,
             validate_only,
             previous = %outcome.previous_version,
             version = %outcome.version,
+            limits = %limits_detail,
             "purpose catalogue reload"
         );
         Ok(Response::new(pb::ReloadPolicyResponse {

@@ -70,7 +70,8 @@ impl AuditNoteHandle {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExchangeIds {
     pub request_id: String,
-    /// Empty when the caller sent no valid `traceparent`.
+    /// Empty when the caller sent no valid `traceparent` and the gateway exports no traces (when it
+    /// does, the telemetry layer hands its own span's `traceparent` in: see [`crate::telemetry::rpc`]).
     pub trace_id: String,
 }
 
@@ -212,6 +213,7 @@ where
                 started,
             };
             let exchange = exchange(facts, note.take());
+            let purpose = crate::telemetry::rpc::NotedPurpose(exchange.purpose.clone());
             if let Err(error) = log.append(exchange).await {
                 tracing::error!(method = %path, request_id = %request_id, error = %error,
                     "exchange record not written; response withheld");
@@ -221,6 +223,8 @@ where
             if let Ok(value) = HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
             }
+            // For the telemetry layer's span (it checks the code against the catalogue).
+            response.extensions_mut().insert(purpose);
             Ok(response)
         })
     }

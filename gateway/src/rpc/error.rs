@@ -38,6 +38,16 @@ pub enum ApiError {
     /// The exchange record could not be made durable, so nothing is answered.
     #[error("the exchange log is unavailable; the request was not answered")]
     AuditUnavailable,
+    /// The gateway is handling `limit` calls already (UNAVAILABLE, OVERLOADED, RetryInfo): refused at
+    /// once rather than queued ([`crate::resilience::shed`]).
+    #[error("the gateway is at its limit of {limit} calls in flight; retry shortly")]
+    Overloaded { limit: usize },
+    /// The caller's deadline (`grpc-timeout`) passed before the answer was ready (DEADLINE_EXCEEDED).
+    #[error("the caller's deadline passed before the answer was ready")]
+    DeadlineExceeded,
+    /// The gateway shut down before the call finished (UNAVAILABLE, SHUTTING_DOWN, RetryInfo).
+    #[error("the gateway is shutting down; the call did not finish in time")]
+    ShuttingDown,
     #[error("purpose {purpose} is not permitted here: {why}")]
     PurposeNotPermitted { purpose: String, why: &'static str },
     #[error("no person matches the subject")]
@@ -70,6 +80,18 @@ pub enum ApiError {
     /// is unusable. The verdicts are not sent unsigned.
     #[error("the verification receipt could not be signed")]
     ReceiptNotSigned,
+    /// A rate or concurrency limit refused the call (RESOURCE_EXHAUSTED, RATE_LIMITED): `subject` is the
+    /// quota (`department:tax`, `department:tax/method:…`, `department:tax/concurrency`), `retry_after`
+    /// the exact wait until a call would conform.
+    #[error("{subject}: over the limit of {description}; retry after {:.3} s", .retry_after.as_secs_f64())]
+    RateLimited { subject: String, description: String, retry_after: std::time::Duration },
+    /// The harvest guard refused a new subject (RESOURCE_EXHAUSTED, BUDGET_EXHAUSTED): `subject` is
+    /// `department:<d>/purpose:<p>`, `retry_after` the time until the full window rolls over.
+    #[error("{subject}: {description}; retry after {:.0} s", .retry_after.as_secs_f64().ceil())]
+    BudgetExhausted { subject: String, description: String, retry_after: std::time::Duration },
+    /// The limits file read by a reload is invalid; the limits in force stay in force.
+    #[error("{0}")]
+    LimitsInvalid(crate::limits::LimitsError),
 }
 
 impl ApiError {
@@ -86,6 +108,9 @@ impl ApiError {
             ApiError::StoreUnavailable => ErrorReason::StoreUnavailable,
             ApiError::SourcesUnavailable(_) => ErrorReason::SourcesUnavailable,
             ApiError::AuditUnavailable => ErrorReason::AuditUnavailable,
+            ApiError::Overloaded { .. } => ErrorReason::Overloaded,
+            ApiError::DeadlineExceeded => ErrorReason::DeadlineExceeded,
+            ApiError::ShuttingDown => ErrorReason::ShuttingDown,
             ApiError::PurposeNotPermitted { .. } => ErrorReason::PurposeNotPermitted,
             ApiError::SubjectNotFound => ErrorReason::SubjectNotFound,
             ApiError::SubjectAmbiguous(_) => ErrorReason::SubjectAmbiguous,
@@ -97,6 +122,9 @@ impl ApiError {
             ApiError::ConsentRequired { .. } => ErrorReason::ConsentRequired,
             ApiError::ConsentInsufficient { .. } => ErrorReason::ConsentInsufficient,
             ApiError::ReceiptNotSigned => ErrorReason::Unspecified,
+            ApiError::RateLimited { .. } => ErrorReason::RateLimited,
+            ApiError::BudgetExhausted { .. } => ErrorReason::BudgetExhausted,
+            ApiError::LimitsInvalid(_) => ErrorReason::PolicyInvalid,
         }
     }
 
@@ -112,6 +140,8 @@ impl ApiError {
             ApiError::StoreUnavailable | ApiError::SourcesUnavailable(_) | ApiError::AuditUnavailable => {
                 Code::Unavailable
             }
+            ApiError::Overloaded { .. } | ApiError::ShuttingDown => Code::Unavailable,
+            ApiError::DeadlineExceeded => Code::DeadlineExceeded,
             ApiError::PurposeNotPermitted { .. } => Code::PermissionDenied,
             ApiError::SubjectNotFound => Code::NotFound,
             ApiError::ConsentRefused { .. }
@@ -121,6 +151,8 @@ impl ApiError {
             ApiError::SubjectAmbiguous(_) | ApiError::PolicyInvalid(_) => Code::FailedPrecondition,
             ApiError::PurposeUnknown(_) => Code::InvalidArgument,
             ApiError::ReceiptNotSigned => Code::Internal,
+            ApiError::RateLimited { .. } | ApiError::BudgetExhausted { .. } => Code::ResourceExhausted,
+            ApiError::LimitsInvalid(_) => Code::FailedPrecondition,
         }
     }
 
@@ -190,8 +222,11 @@ impl ApiError {
         let error = self;
         let mut details =
             ErrorDetails::with_error_info(error.reason().as_str_name(), ERROR_DOMAIN, error.metadata());
-        if let ApiError::StoreUnavailable | ApiError::SourcesUnavailable(_) | ApiError::AuditUnavailable =
-            error
+        if let ApiError::StoreUnavailable
+        | ApiError::SourcesUnavailable(_)
+        | ApiError::AuditUnavailable
+        | ApiError::Overloaded { .. }
+        | ApiError::ShuttingDown = error
         {
             details.set_retry_info(Some(std::time::Duration::from_secs(1)));
         }
@@ -208,6 +243,16 @@ impl ApiError {
             }
             ApiError::PurposeUnknown(_) => {
                 details.add_bad_request_violation("purpose", "not a purpose of the catalogue in force");
+            }
+            ApiError::RateLimited { subject, description, retry_after }
+            | ApiError::BudgetExhausted { subject, description, retry_after } => {
+                details.add_quota_failure_violation(subject.clone(), description.clone());
+                details.set_retry_info(Some(*retry_after));
+            }
+            ApiError::LimitsInvalid(limits) => {
+                for violation in limits.violations() {
+                    details.add_bad_request_violation(violation.path.clone(), violation.problem.clone());
+                }
             }
             _ => {}
         }

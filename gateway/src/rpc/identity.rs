@@ -52,14 +52,26 @@ impl pb::identity_service_server::IdentityService for IdentitySvc {
             }
             .into());
         }
-        let resolution = self.state.identity.resolve(&query).await.map_err(unavailable)?;
+        let budget = crate::resilience::budget(
+            crate::resilience::Deadline::of(&request),
+            self.state.identity.model().config.deadline,
+        );
+        let resolution = self.state.identity.resolve_within(&query, budget).await.map_err(unavailable)?;
+        // The harvest guard, once the worker is known: a refusal's record names them and discloses nothing.
+        let admitted = match &resolution.worker_ref {
+            Some(w) => self.state.limits.admit_subject(&caller.dept, &purpose, &w.value),
+            None => Ok(()),
+        };
         note(&request, |n| {
             n.sources_consulted = resolution.sources.iter().map(|s| s.dept.code().to_owned()).collect();
             if let Some(w) = &resolution.worker_ref {
                 n.worker_ref = w.value.clone();
-                n.disclosed_fields = vec!["identity.worker_ref".into(), "identity.links".into()];
+                if admitted.is_ok() {
+                    n.disclosed_fields = vec!["identity.worker_ref".into(), "identity.links".into()];
+                }
             }
         });
+        admitted?;
         tracing::info!(
             dept = %caller.dept,
             purpose = %purpose,
@@ -97,7 +109,16 @@ pub async fn resolve_subject(
 /// verification, consents). NOT_FOUND and AMBIGUOUS are errors; the ambiguity error names only the query
 /// fields that would settle it.
 pub async fn resolve_one(state: &GatewayState, query: &Query) -> Result<Arc<Resolution>, ApiError> {
-    let resolution = state.identity.resolve(query).await.map_err(unavailable)?;
+    resolve_one_within(state, query, state.identity.model().config.deadline).await
+}
+
+/// [`resolve_one`] within `budget` (what is left of the caller's deadline: [`crate::resilience::budget`]).
+pub async fn resolve_one_within(
+    state: &GatewayState,
+    query: &Query,
+    budget: std::time::Duration,
+) -> Result<Arc<Resolution>, ApiError> {
+    let resolution = state.identity.resolve_within(query, budget).await.map_err(unavailable)?;
     match resolution.status {
         crate::identity::Status::Resolved if resolution.worker_ref.is_some() => Ok(resolution),
         crate::identity::Status::Resolved | crate::identity::Status::NotFound => {

@@ -21,14 +21,25 @@ use tonic::transport::server::Router;
 use tonic::transport::Server;
 use tower::layer::util::{Identity, Stack};
 
+use crate::limits::LimitLayer;
+use crate::resilience::{DeadlineLayer, LoadShedLayer};
 use crate::server::GatewayState;
+use crate::telemetry::rpc::TelemetryLayer;
 use audit_layer::AuditLayer;
 use authz::AuthLayer;
 
 /// Largest request the gateway decodes; larger ones fail with RESOURCE_EXHAUSTED before parsing.
 pub const MAX_DECODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 
-pub type GatewayRouter = Router<Stack<AuthLayer, Stack<AuditLayer, Identity>>>;
+pub type GatewayRouter = Router<
+    Stack<
+        LimitLayer,
+        Stack<
+            AuthLayer,
+            Stack<DeadlineLayer, Stack<LoadShedLayer, Stack<AuditLayer, Stack<TelemetryLayer, Identity>>>>,
+        >,
+    >,
+>;
 
 /// All services behind the authorisation layer, with gRPC health and reflection (v1 and v1alpha, so
 /// grpcurl works against any version).
@@ -116,10 +127,19 @@ pub async fn router(state: GatewayState) -> GatewayRouter {
         );
 
     Server::builder()
-        .max_concurrent_streams(Some(256))
+        .max_concurrent_streams(Some(state.config.resilience.max_concurrent_streams))
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        // Outermost first: every call is recorded, refusals by the authorisation layer included.
+        // Outermost first: every call is recorded, refusals by the authorisation layer included. The
+        // telemetry layer's span encloses everything, the exchange-log append too.
+        .layer(TelemetryLayer::new(state.policy.clone()))
         .layer(AuditLayer::new(state.audit.clone()))
+        // Inside the audit layer (shed calls, expired deadlines and calls cut at shutdown are recorded),
+        // before authorisation (a flood costs no certificate checks): see crate::resilience.
+        .layer(LoadShedLayer::new(state.config.resilience.max_in_flight))
+        .layer(DeadlineLayer::new(state.drain.subscribe()))
         .layer(AuthLayer::new(state.revocation.clone()))
+        // Inside authorisation (the caller's department is known) and inside the audit layer (every
+        // refusal is recorded with its reason).
+        .layer(LimitLayer::new(state.limits.clone()))
         .add_routes(routes)
 }

@@ -8,7 +8,9 @@
 //! (NOT_PERMITTED); an unknown or ambiguous subject is not an error either: the worker claims come back
 //! UNDETERMINED with the reason.
 //!
-//! BatchVerify runs each item through the same function. Items are read from the stream only while fewer
+//! BatchVerify runs each item through the same function, after counting it against the rate limits as a
+//! JointVerify call ([`crate::limits`]: a refused item is answered with code 8, RATE_LIMITED, and recorded,
+//! and the stream goes on). Items are read from the stream only while fewer
 //! than [`MAX_ITEMS_IN_FLIGHT`] are being verified, and a verified item waits for room in a queue of
 //! [`OUTPUT_QUEUE`] answers: a client that stops reading answers stops the gateway reading its items
 //! (HTTP/2 flow control then stops the client), so a stream of any length holds at most
@@ -52,6 +54,8 @@ pub const MAX_BATCH_ITEMS: u64 = 100_000;
 const MAX_ITEM_ID_LEN: usize = 64;
 /// The method recorded for each BatchVerify item.
 const BATCH_METHOD: &str = "/fedx.v1.VerificationService/BatchVerify";
+/// The method each BatchVerify item counts as against the rate limits.
+const JOINT_VERIFY_METHOD: &str = "/fedx.v1.VerificationService/JointVerify";
 
 #[derive(Clone)]
 pub struct VerificationSvc {
@@ -108,6 +112,20 @@ pub async fn joint_verify(
     request: &pb::JointVerifyRequest,
     note: &mut AuditNote,
 ) -> Result<pb::JointVerifyResponse, ApiError> {
+    joint_verify_within(state, caller, ids, request, note, None).await
+}
+
+/// [`joint_verify`] with the sources bounded by the caller's deadline, if any
+/// ([`crate::resilience::deadline`]): a claim whose source does not answer in time is UNDETERMINED
+/// (SOURCE_UNAVAILABLE). BatchVerify items have no deadline of their own.
+pub async fn joint_verify_within(
+    state: &GatewayState,
+    caller: &Caller,
+    ids: &ExchangeIds,
+    request: &pb::JointVerifyRequest,
+    note: &mut AuditNote,
+    deadline: Option<crate::resilience::Deadline>,
+) -> Result<pb::JointVerifyResponse, ApiError> {
     note.purpose = request.purpose.trim().to_owned();
     let now = OffsetDateTime::now_utc();
     let query = validate(request, now)?;
@@ -135,9 +153,12 @@ pub async fn joint_verify(
         if purpose.is_consent() && query.consent_id.is_empty() {
             return Err(ApiError::ConsentRequired { purpose: purpose.code.clone() });
         }
-        let resolved = state.identity.resolve(subject).await.map_err(super::identity::unavailable)?;
+        let budget = crate::resilience::budget(deadline, state.identity.model().config.deadline);
+        let resolved =
+            state.identity.resolve_within(subject, budget).await.map_err(super::identity::unavailable)?;
         if let (ResolutionStatus::Resolved, Some(worker_ref)) = (resolved.status, &resolved.worker_ref) {
             note.worker_ref = worker_ref.value.clone();
+            state.limits.admit_subject(&caller.dept, &purpose.code, &worker_ref.value)?;
             cover = Some(legal_cover(state, purpose, &query.consent_id, &worker_ref.value, caller).await?);
         }
         resolution = Some(resolved);
@@ -150,8 +171,8 @@ pub async fn joint_verify(
         cover: cover.as_ref(),
         has_subject,
         resolution: resolution.as_deref(),
-        sources: state.identity.sources(),
-        timeout: state.config.sources.timeout,
+        sources: &crate::resilience::deadline::bounded(state.identity.sources(), deadline),
+        timeout: crate::resilience::budget(deadline, state.config.sources.timeout),
         today: cst_date(now),
     })
     .await;
@@ -205,7 +226,9 @@ impl pb::verification_service_server::VerificationService for VerificationSvc {
         let caller = caller_of(&request)?;
         let ids = ExchangeIds::of(&request);
         let mut audit = AuditNote::default();
-        let result = joint_verify(&self.state, &caller, &ids, request.get_ref(), &mut audit).await;
+        let deadline = crate::resilience::Deadline::of(&request);
+        let result =
+            joint_verify_within(&self.state, &caller, &ids, request.get_ref(), &mut audit, deadline).await;
         note(&request, |n| *n = audit);
         Ok(Response::new(result?))
     }
@@ -217,7 +240,9 @@ impl pb::verification_service_server::VerificationService for VerificationSvc {
         let caller = caller_of(&request)?;
         let ids = ExchangeIds::of(&request);
         let (answers, receiver) = mpsc::channel(OUTPUT_QUEUE);
-        tokio::spawn(run_batch(self.state.clone(), caller, ids, request.into_inner(), answers));
+        let batch = run_batch(self.state.clone(), caller, ids, request.into_inner(), answers);
+        // In the call's span, so that the items' source calls and appends are in the call's trace.
+        tokio::spawn(tracing::Instrument::in_current_span(batch));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
@@ -328,7 +353,14 @@ async fn verify_item(
 ) -> Result<pb::BatchVerifyResponse, Status> {
     let mut audit = AuditNote::default();
     let result = match &item.request {
-        Some(request) => joint_verify(&state, &caller, &ids, request, &mut audit).await,
+        // Each item counts against the rate limits like a JointVerify call (verify.proto).
+        Some(request) => match state.limits.check_rate(&caller.dept, JOINT_VERIFY_METHOD) {
+            Ok(_) => joint_verify(&state, &caller, &ids, request, &mut audit).await,
+            Err(refusal) => {
+                audit.purpose = request.purpose.trim().to_owned();
+                Err(refusal)
+            }
+        },
         None => Err(ApiError::InvalidArgument(vec![("request".into(), "required".into())])),
     };
     record_item(&state, &caller, &ids, started, audit, &result).await?;

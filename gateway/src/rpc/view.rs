@@ -11,8 +11,9 @@
 //!    the database on every call, so a revocation on any replica applies to the next request — and covers
 //!    the categories asked for explicitly (CONSENT_INSUFFICIENT naming the missing ones);
 //! 6. the view is built from the sources concurrently ([`crate::view`]); a source that does not answer
-//!    within the source timeout leaves a marked gap (`partial`), and only when no needed source answered
-//!    is the call UNAVAILABLE.
+//!    within the source timeout — or within what is left of the caller's deadline, if that is shorter
+//!    ([`crate::resilience::deadline`]) — or whose circuit is open leaves a marked gap (`partial`), and
+//!    only when no needed source answered is the call UNAVAILABLE.
 //!
 //! The exchange record names the legal basis, the sources consulted and every field disclosed (names,
 //! never values) before the response leaves (the audit layer holds the response until it is durable).
@@ -25,10 +26,11 @@ use tonic::{Request, Response, Status};
 use super::audit_layer::note;
 use super::authz::caller_of;
 use super::error::ApiError;
-use super::identity::{parse_subject, resolve_one};
+use super::identity::{parse_subject, resolve_one_within};
 use super::purpose::{check_consent_id, check_purpose_code, legal_cover, permitted_purpose};
 use crate::identity::Query;
 use crate::policy::FieldCategory;
+use crate::resilience::deadline::{self, Deadline};
 use crate::server::GatewayState;
 use crate::view::{build_view, LegalCover, ViewRequest};
 
@@ -104,9 +106,12 @@ impl pb::worker_view_service_server::WorkerViewService for WorkerViewSvc {
             return Err(ApiError::ConsentRequired { purpose: purpose.code.clone() }.into());
         }
 
-        let resolution = resolve_one(&self.state, &query.subject).await?;
+        let deadline = Deadline::of(&request);
+        let resolve_budget = deadline::budget(deadline, self.state.identity.model().config.deadline);
+        let resolution = resolve_one_within(&self.state, &query.subject, resolve_budget).await?;
         let worker_ref = resolution.worker_ref.as_ref().map(|w| w.value.clone()).unwrap_or_default();
         note(&request, |n| n.worker_ref = worker_ref.clone());
+        self.state.limits.admit_subject(&caller.dept, &purpose.code, &worker_ref)?;
 
         let cover = legal_cover(&self.state, purpose, &query.consent_id, &worker_ref, &caller).await?;
         if let LegalCover::Consent { consent_id, categories } = &cover {
@@ -127,8 +132,10 @@ impl pb::worker_view_service_server::WorkerViewService for WorkerViewSvc {
             purpose,
             cover: &cover,
             requested: &query.categories,
-            sources: self.state.identity.sources(),
-            timeout: self.state.config.sources.timeout,
+            // Bounded by the caller's deadline, if any: the facts round gets most of what is left, the
+            // employer-name round the rest.
+            sources: &deadline::bounded(self.state.identity.sources(), deadline),
+            timeout: deadline::first_round_budget(deadline, self.state.config.sources.timeout),
         })
         .await;
         note(&request, |n| {

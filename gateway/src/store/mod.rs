@@ -54,6 +54,41 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// One migration as [`Store::migration_status`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationStatus {
+    pub version: i64,
+    pub description: String,
+    pub state: MigrationState,
+}
+
+/// Whether a migration is in the store as this binary would apply it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationState {
+    Applied,
+    /// Not applied yet: `fedx db migrate` applies it.
+    Pending,
+    /// Applied, but from a different file than this binary carries (edited after release): the store and
+    /// the binary disagree about the schema, and migrating refuses to continue.
+    Changed,
+    /// Started and failed (PostgreSQL runs each in a transaction, so nothing of it remains).
+    Failed,
+    /// In the store but unknown to this binary: a newer release migrated it.
+    Unknown,
+}
+
+impl MigrationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationState::Applied => "applied",
+            MigrationState::Pending => "pending",
+            MigrationState::Changed => "CHANGED",
+            MigrationState::Failed => "FAILED",
+            MigrationState::Unknown => "unknown (newer release)",
+        }
+    }
+}
+
 /// A pool on the gateway store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -105,6 +140,55 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         self.backend.migrator().run(&self.pool).await?;
         Ok(())
+    }
+
+    /// Every migration this binary knows, with whether and how it was applied to this store. Reads only:
+    /// a store never migrated has no migrations table and reports everything pending.
+    pub async fn migration_status(&self) -> Result<Vec<MigrationStatus>, StoreError> {
+        let exists_sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => "SELECT COUNT(*) FROM pg_tables WHERE tablename = '_sqlx_migrations'",
+        };
+        let exists: i64 = sqlx::query_scalar(exists_sql).fetch_one(&self.pool).await?;
+        // `success` is a boolean column, which the Any driver cannot read from SQLite: read it as a number.
+        let applied: Vec<(i64, Vec<u8>, bool)> = if exists > 0 {
+            let rows: Vec<(i64, Vec<u8>, i64)> = sqlx::query_as(
+                "SELECT version, checksum, CAST(success AS INTEGER) FROM _sqlx_migrations ORDER BY version",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            rows.into_iter().map(|(version, checksum, success)| (version, checksum, success != 0)).collect()
+        } else {
+            Vec::new()
+        };
+        let known = self.backend.migrator().iter().filter(|m| m.migration_type.is_up_migration());
+        let mut out: Vec<MigrationStatus> = known
+            .map(|m| {
+                let state = match applied.iter().find(|(version, _, _)| *version == m.version) {
+                    None => MigrationState::Pending,
+                    Some((_, _, false)) => MigrationState::Failed,
+                    Some((_, checksum, true)) if checksum.as_slice() != &*m.checksum => {
+                        MigrationState::Changed
+                    }
+                    Some(_) => MigrationState::Applied,
+                };
+                MigrationStatus { version: m.version, description: m.description.to_string(), state }
+            })
+            .collect();
+        // Applied by a newer binary: this one does not know them.
+        for (version, _, _) in &applied {
+            if !out.iter().any(|m| m.version == *version) {
+                out.push(MigrationStatus {
+                    version: *version,
+                    description: String::new(),
+                    state: MigrationState::Unknown,
+                });
+            }
+        }
+        out.sort_by_key(|m| m.version);
+        Ok(out)
     }
 
     pub fn backend(&self) -> Backend {

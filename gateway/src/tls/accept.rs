@@ -6,6 +6,16 @@
 //! handshake is logged — remote address and reason, nothing from the certificate beyond its department
 //! — and the socket dropped. Completed connections carry the caller identity as tonic connect info, so
 //! certificates are parsed once per connection, not once per call.
+//!
+//! At most `max_connections` connections are open at once, those still in their handshake included. A
+//! TCP connection beyond that is closed at once rather than left waiting in the backlog: connections are
+//! long-lived (HTTP/2), so a waiting client could wait indefinitely and could not tell a full gateway from
+//! a dead one, whereas a closed connection makes a gRPC client back off and reconnect (or a load balancer
+//! pick another replica) immediately. Refusals are counted in `fedx_connections_refused_total`.
+//!
+//! On shutdown the stream of connections ends (tonic drops it), the loop returns and the listening
+//! socket is closed, so new connections are refused. If connections are still open when the drain is
+//! over ([`crate::resilience::shutdown`], phase `Abort`), their reads and writes fail so they close.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,7 +26,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,6 +34,7 @@ use tonic::transport::server::Connected;
 
 use crate::authn::{caller_from_der, PeerInfo};
 use crate::config::DepartmentRegistry;
+use crate::resilience::shutdown::{reached, Drain, Phase};
 
 #[derive(Debug, Clone)]
 pub struct AcceptSettings {
@@ -31,12 +42,47 @@ pub struct AcceptSettings {
     pub handshake_timeout: Duration,
     pub trust_domain: String,
     pub registry: DepartmentRegistry,
+    /// Open connections (handshaking included); more are closed at once.
+    pub max_connections: usize,
+    /// The shutdown phase: at `Abort`, open connections are closed under their calls.
+    pub drain: Drain,
 }
 
 /// An established mTLS connection and who is on the other end.
 pub struct PeerStream {
     inner: TlsStream<TcpStream>,
     info: PeerInfo,
+    slot: ConnectionSlot,
+}
+
+/// A connection's place under `max_connections`, and the shutdown signal that closes it.
+struct ConnectionSlot {
+    _permit: OwnedSemaphorePermit,
+    abort: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+}
+
+impl ConnectionSlot {
+    fn new(permit: OwnedSemaphorePermit, drain: &Drain) -> ConnectionSlot {
+        metrics::gauge!("fedx_connections_open").increment(1.0);
+        ConnectionSlot { _permit: permit, abort: Some(Box::pin(reached(drain.subscribe(), Phase::Abort))) }
+    }
+
+    /// An error once the gateway aborts its remaining connections (registers for the wake-up until then).
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if let Some(abort) = self.abort.as_mut() {
+            if abort.as_mut().poll(cx).is_pending() {
+                return Ok(());
+            }
+            self.abort = None;
+        }
+        Err(io::Error::new(io::ErrorKind::ConnectionAborted, "gateway shut down"))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        metrics::gauge!("fedx_connections_open").decrement(1.0);
+    }
 }
 
 impl Connected for PeerStream {
@@ -53,16 +99,19 @@ impl AsyncRead for PeerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.slot.check(cx)?;
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for PeerStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.slot.check(cx)?;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.slot.check(cx)?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
@@ -75,6 +124,7 @@ impl AsyncWrite for PeerStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.slot.check(cx)?;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -104,6 +154,7 @@ async fn accept_loop(
     tx: mpsc::Sender<Result<PeerStream, io::Error>>,
 ) {
     let permits = Arc::new(Semaphore::new(settings.max_concurrent_handshakes));
+    let connections = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     loop {
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => permit,
@@ -121,6 +172,13 @@ async fn accept_loop(
                 }
             },
             _ = tx.closed() => return,
+        };
+        let Ok(connection) = connections.clone().try_acquire_owned() else {
+            // Closed at once: see the module doc.
+            metrics::counter!("fedx_connections_refused_total").increment(1);
+            tracing::debug!(%remote, limit = settings.max_connections, "connection refused: at max_connections");
+            drop(tcp);
+            continue;
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
@@ -142,7 +200,8 @@ async fn accept_loop(
             };
             match peer_info(&stream, remote, &settings) {
                 Some(info) => {
-                    let _ = tx.send(Ok(PeerStream { inner: stream, info })).await;
+                    let slot = ConnectionSlot::new(connection, &settings.drain);
+                    let _ = tx.send(Ok(PeerStream { inner: stream, info, slot })).await;
                 }
                 None => {
                     tracing::warn!(%remote, "verified connection without a usable client identity dropped")

@@ -37,6 +37,7 @@ pub struct Evidence {
     pub consulted: BTreeSet<Department>,
 }
 
+#[tracing::instrument(name = "verify.evidence", skip_all)]
 pub async fn gather(
     resolution: Option<&Resolution>,
     questions: &Questions,

@@ -149,6 +149,7 @@ impl Fetched {
 /// A department that failed at resolution is not asked again (its answer is
 /// [`FetchFailure::UnavailableAtResolution`]); a department with no linked record is not asked and
 /// counts as having answered "nothing".
+#[tracing::instrument(name = "view.fetch", skip_all)]
 pub async fn fetch(
     resolution: &Resolution,
     sources: &SourceSet,
