@@ -12,6 +12,7 @@ pub mod pki;
 pub mod policy;
 pub mod resilience;
 pub mod rpc;
+pub mod secret_file;
 pub mod server;
 pub mod signing;
 pub mod sources;

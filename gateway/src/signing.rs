@@ -13,7 +13,6 @@
 //! Private key material is never logged, displayed (the `Debug` impls print ids only) or written
 //! anywhere but the key file.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -273,23 +272,16 @@ fn dev_key(path: &Path) -> Result<SigningKey, SigningError> {
         return read_key_file(path);
     }
     let create = |source| SigningError::Create { path: path.to_owned(), source };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    create_private_dir(dir).map_err(create)?;
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
     let pem = key
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| create(std::io::Error::other(format!("encoding the key: {e}"))))?;
-    let tmp = dir.join(format!(".{DEV_KEY_FILE}.{}.tmp", hex::encode(rand::random::<[u8; 8]>())));
-    let linked = write_private(&tmp, pem.as_bytes()).and_then(|()| std::fs::hard_link(&tmp, path));
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            tracing::warn!(path = %path.display(), "generated a development signing key");
-            Ok(key)
-        }
+    if crate::secret_file::create_once(path, pem.as_bytes()).map_err(create)? {
+        tracing::warn!(path = %path.display(), "generated a development signing key");
+        Ok(key)
+    } else {
         // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key_file(path),
-        Err(e) => Err(create(e)),
+        read_key_file(path)
     }
 }
 
@@ -305,32 +297,6 @@ fn warn_if_exposed(path: &Path) {
 
 #[cfg(not(unix))]
 fn warn_if_exposed(_path: &Path) {}
-
-#[cfg(unix)]
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
-}
-
-#[cfg(not(unix))]
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(contents)?;
-    f.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
-    f.write_all(contents)?;
-    f.sync_all()
-}
 
 #[cfg(test)]
 mod tests {

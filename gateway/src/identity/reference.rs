@@ -142,35 +142,18 @@ fn read_key_file(key_id: &str, path: &Path) -> Result<Vec<u8>, KeyError> {
 /// The development key: read it if present, otherwise create it with owner-only permissions. Only the
 /// fact of creation is logged.
 fn dev_key(key_id: &str, path: &Path) -> Result<Vec<u8>, KeyError> {
-    if path.exists() {
-        return read_key_file(key_id, path);
-    }
     let key: [u8; 32] = rand::random();
     let create = |source| KeyError::Create { path: path.to_owned(), source };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(create)?;
+    if !crate::secret_file::create_once(path, hex::encode(key).as_bytes()).map_err(create)? {
+        // There already, or another process starting beside this one created it first: use that one.
+        return read_key_file(key_id, path);
     }
-    write_private(path, &hex::encode(key)).map_err(create)?;
     tracing::warn!(
         path = %path.display(),
         "no worker-reference key configured: generated a development key (set identity.worker_ref_key_file \
          or FEDX_WORKER_REF_KEY in production)"
     );
     Ok(key.to_vec())
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    std::fs::write(path, contents)
 }
 
 #[cfg(test)]

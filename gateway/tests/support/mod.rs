@@ -5,8 +5,13 @@
 //!
 //! A suite writes `mod support;`, `use support::{run, Backend, Db};`, lists its tests in
 //! `backend_suite!(…)` and opens its store from [`Db::url`].
+//!
+//! [`process`] runs the real `fedx` binary instead (`fedx serve` processes driven over mTLS, the CLI on
+//! the same store): `use support::process::{…};`.
 
 #![allow(dead_code)]
+
+pub mod process;
 
 use sqlx::Connection;
 use tempfile::TempDir;
