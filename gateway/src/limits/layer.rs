@@ -8,13 +8,13 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use http::HeaderValue;
+use std::task::{Context, Poll};
 use tokio::sync::OwnedSemaphorePermit;
 use tonic::body::Body;
-use tower::{Layer, Service};
+use tower::Service;
 
 use super::{Limits, RateStatus};
 use crate::rpc::authz::AuthenticatedCaller;
@@ -35,38 +35,20 @@ impl LimitLayer {
     }
 }
 
-impl<S> Layer<S> for LimitLayer {
-    type Service = LimitService<S>;
+crate::middleware_layer!(LimitLayer);
 
-    fn layer(&self, inner: S) -> Self::Service {
-        LimitService { limits: self.limits.clone(), inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct LimitService<S> {
-    limits: Arc<Limits>,
-    inner: S,
-}
-
-impl<S> Service<http::Request<Body>> for LimitService<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        // The service that was polled ready is the one that must be called (tower contract).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+impl crate::rpc::middleware::Middleware for LimitLayer {
+    fn call<S>(
+        &self,
+        request: http::Request<Body>,
+        next: S,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, S::Error>>
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
+        let mut inner = next;
         let path = request.uri().path();
         let caller = request.extensions().get::<AuthenticatedCaller>().map(|c| c.0.clone());
         // Without a caller the authorisation layer has refused the call already.

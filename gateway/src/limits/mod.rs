@@ -88,7 +88,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use harvest::{Budget, HarvestGuard, HarvestRefusal, SystemWallClock, WallClock, Window};
-pub use layer::{is_limited, LimitLayer, LimitService};
+pub use layer::{is_limited, LimitLayer};
 pub use rate::{CallAdmission, RateLimits, RateRefusal, RateStatus, Scope};
 
 use crate::policy::{Violation, FILE_ENTRY};

@@ -24,7 +24,6 @@
 //! caller cancelling it. BatchVerify items are verified with the configured source timeout.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use fedx_adapters::{
@@ -35,7 +34,7 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::body::Body;
-use tower::{Layer, Service};
+use tower::Service;
 
 use super::shutdown::{reached, Phase};
 use crate::rpc::error::ApiError;
@@ -216,35 +215,19 @@ impl DeadlineLayer {
     }
 }
 
-impl<S> Layer<S> for DeadlineLayer {
-    type Service = DeadlineService<S>;
+crate::middleware_layer!(DeadlineLayer);
 
-    fn layer(&self, inner: S) -> Self::Service {
-        DeadlineService { inner, drain: self.drain.clone() }
-    }
-}
-
-#[derive(Clone)]
-pub struct DeadlineService<S> {
-    inner: S,
-    drain: watch::Receiver<Phase>,
-}
-
-impl<S> Service<http::Request<Body>> for DeadlineService<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+impl crate::rpc::middleware::Middleware for DeadlineLayer {
+    fn call<S>(
+        &self,
+        mut request: http::Request<Body>,
+        next: S,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, S::Error>>
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
         let deadline = request
             .headers()
             .get(GRPC_TIMEOUT_HEADER)
@@ -254,9 +237,7 @@ where
         if let Some(deadline) = deadline {
             request.extensions_mut().insert(deadline);
         }
-        // The service that was polled ready is the one that must be called (tower contract).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = next;
         let drain = self.drain.clone();
         let call = inner.call(request);
         Box::pin(async move {
@@ -279,6 +260,8 @@ where
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
+
+    use tower::Layer;
 
     use super::*;
     use crate::resilience::Drain;

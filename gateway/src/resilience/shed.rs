@@ -15,12 +15,11 @@
 //! bypass the audit layer (it only records responses); hence a semaphore and a gRPC answer here.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 use tonic::body::Body;
-use tower::{Layer, Service};
+use tower::Service;
 
 use crate::rpc::error::ApiError;
 
@@ -42,60 +41,42 @@ impl LoadShedLayer {
     }
 }
 
-impl<S> Layer<S> for LoadShedLayer {
-    type Service = LoadShedService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        LoadShedService { inner, layer: self.clone() }
-    }
-}
-
-#[derive(Clone)]
-pub struct LoadShedService<S> {
-    inner: S,
-    layer: LoadShedLayer,
-}
+crate::middleware_layer!(LoadShedLayer);
 
 /// Health checks and reflection: never counted, never refused.
 fn is_exempt(path: &str) -> bool {
     path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
 }
 
-impl<S> Service<http::Request<Body>> for LoadShedService<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+impl crate::rpc::middleware::Middleware for LoadShedLayer {
+    fn call<S>(
+        &self,
+        request: http::Request<Body>,
+        next: S,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, S::Error>>
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
         let permit = if is_exempt(request.uri().path()) {
             None
         } else {
-            match self.layer.permits.clone().try_acquire_owned() {
+            match self.permits.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
                     metrics::counter!("fedx_calls_shed_total").increment(1);
-                    tracing::debug!(method = %request.uri().path(), limit = self.layer.limit, "call shed");
-                    let limit = self.layer.limit;
+                    tracing::debug!(method = %request.uri().path(), limit = self.limit, "call shed");
+                    let limit = self.limit;
                     return Box::pin(
                         async move { Ok(ApiError::Overloaded { limit }.into_status().into_http()) },
                     );
                 }
             }
         };
-        // The service that was polled ready is the one that must be called (tower contract).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = next;
         let call = inner.call(request);
-        let layer = self.layer.clone();
+        let layer = self.clone();
         if permit.is_some() {
             metrics::gauge!("fedx_calls_in_flight").set(layer.in_flight() as f64);
         }
@@ -114,6 +95,7 @@ where
 mod tests {
     use std::convert::Infallible;
     use std::time::Duration;
+    use tower::Layer;
 
     use tonic_types::StatusExt;
 

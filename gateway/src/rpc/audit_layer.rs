@@ -16,7 +16,6 @@
 //! Health checks and reflection are not exchanges and are not recorded.
 
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::future::BoxFuture;
@@ -24,7 +23,7 @@ use http::HeaderValue;
 use time::OffsetDateTime;
 use tonic::body::Body;
 use tonic_types::StatusExt;
-use tower::{Layer, Service};
+use tower::Service;
 
 use crate::audit::record::{Exchange, LegalBasis};
 use crate::audit::AuditLog;
@@ -145,38 +144,20 @@ impl AuditLayer {
     }
 }
 
-impl<S> Layer<S> for AuditLayer {
-    type Service = AuditService<S>;
+crate::middleware_layer!(AuditLayer);
 
-    fn layer(&self, inner: S) -> Self::Service {
-        AuditService { log: self.log.clone(), inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct AuditService<S> {
-    log: AuditLog,
-    inner: S,
-}
-
-impl<S> Service<http::Request<Body>> for AuditService<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        // The service that was polled ready is the one that must be called (tower contract).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+impl crate::rpc::middleware::Middleware for AuditLayer {
+    fn call<S>(
+        &self,
+        mut request: http::Request<Body>,
+        next: S,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, S::Error>>
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
+        let mut inner = next;
         let path = request.uri().path().to_owned();
         if !is_recorded(&path) {
             return Box::pin(inner.call(request));

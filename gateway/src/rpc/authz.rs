@@ -6,11 +6,10 @@
 //! the only way handlers learn who is calling.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use tonic::body::Body;
-use tower::{Layer, Service};
+use tower::Service;
 
 use super::error::ApiError;
 use super::methods::{self, Availability};
@@ -59,43 +58,25 @@ impl AuthLayer {
     }
 }
 
-impl<S> Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
+crate::middleware_layer!(AuthLayer);
 
-    fn layer(&self, inner: S) -> Self::Service {
-        AuthService { layer: self.clone(), inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct AuthService<S> {
-    layer: AuthLayer,
-    inner: S,
-}
-
-impl<S> Service<http::Request<Body>> for AuthService<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+impl crate::rpc::middleware::Middleware for AuthLayer {
+    fn call<S>(
+        &self,
+        mut request: http::Request<Body>,
+        next: S,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, S::Error>>
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
         let decision =
-            self.layer.authorize(request.uri().path(), request.extensions().get::<PeerInfo>(), now_unix());
+            self.authorize(request.uri().path(), request.extensions().get::<PeerInfo>(), now_unix());
         match decision {
             Ok(caller) => {
                 request.extensions_mut().insert(AuthenticatedCaller(caller));
-                // The service that was polled ready is the one that must be called (tower contract).
-                let clone = self.inner.clone();
-                let mut ready = std::mem::replace(&mut self.inner, clone);
+                let mut ready = next;
                 Box::pin(ready.call(request))
             }
             Err(error) => {

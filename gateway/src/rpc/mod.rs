@@ -11,6 +11,7 @@ pub mod error;
 pub mod gateway;
 pub mod identity;
 pub mod methods;
+pub mod middleware;
 pub mod purpose;
 pub mod verify;
 pub mod view;

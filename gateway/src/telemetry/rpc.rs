@@ -19,7 +19,6 @@
 //! response head, like its exchange record.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::future::BoxFuture;
@@ -29,7 +28,7 @@ use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tonic::body::Body;
 use tonic_types::StatusExt;
-use tower::{Layer, Service};
+use tower::Service;
 use tracing::field::Empty;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -58,38 +57,20 @@ impl TelemetryLayer {
     }
 }
 
-impl<S> Layer<S> for TelemetryLayer {
-    type Service = TelemetryService<S>;
+crate::middleware_layer!(TelemetryLayer);
 
-    fn layer(&self, inner: S) -> Self::Service {
-        TelemetryService { policy: self.policy.clone(), inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct TelemetryService<S> {
-    policy: Arc<PolicyHandle>,
-    inner: S,
-}
-
-impl<S> Service<http::Request<Body>> for TelemetryService<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        // The service that was polled ready is the one that must be called (tower contract).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+impl crate::rpc::middleware::Middleware for TelemetryLayer {
+    fn call<S>(
+        &self,
+        mut request: http::Request<Body>,
+        next: S,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, S::Error>>
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+    {
+        let mut inner = next;
         let path = request.uri().path();
         if !is_observed(path) {
             return Box::pin(inner.call(request));
