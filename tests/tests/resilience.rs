@@ -12,6 +12,7 @@ use fedx_gateway::authn::Role;
 use fedx_gateway::config::Config;
 use fedx_gateway::resilience::shutdown::CUT_GRACE;
 use fedx_tests::status::{reason, record_of, with_request_id};
+use fedx_tests::well_known;
 use fedx_tests::{backend_suite, endpoint_to, identity_check, pb, subject_of, Backend, Fault, TestGateway};
 use tonic::transport::Channel;
 use tonic::Code;
@@ -28,23 +29,6 @@ const THRESHOLD: u32 = 3;
 
 fn population() -> SeedOptions {
     SeedOptions::new(300, 23)
-}
-
-/// Someone tax, social insurance and public security all know, with no namesake: their views ask tax.
-fn well_known(truth: &[TruthRecord]) -> &TruthRecord {
-    truth
-        .iter()
-        .filter(|t| t.namesake_of.is_none())
-        .max_by_key(|t| {
-            (
-                ["public_security", "tax", "social_insurance"]
-                    .iter()
-                    .filter(|d| t.records.contains_key(**d))
-                    .count(),
-                t.records.len(),
-            )
-        })
-        .expect("a populated seed")
 }
 
 fn breaker_config(config: &mut Config) {

@@ -11,6 +11,7 @@ use fedx_gateway::audit::record::LegalBasis;
 use fedx_gateway::authn::Role;
 use fedx_gateway::policy::{Purpose, PurposeCatalogue, BUILT_IN_CATALOGUE};
 use fedx_tests::status::{metadata, reason, record_of, with_request_id};
+use fedx_tests::well_known;
 use fedx_tests::wire::fields_present;
 use fedx_tests::{backend_suite, pb, subject_of, Backend, Fault, TestGateway};
 use prost::Message;
@@ -26,24 +27,6 @@ fn population() -> SeedOptions {
 
 fn catalogue() -> PurposeCatalogue {
     PurposeCatalogue::from_toml(BUILT_IN_CATALOGUE).expect("the shipped catalogue parses")
-}
-
-/// Someone every department that holds workers knows, with no namesake: views of them have something in
-/// most sections.
-fn well_known(truth: &[TruthRecord]) -> &TruthRecord {
-    truth
-        .iter()
-        .filter(|t| t.namesake_of.is_none())
-        .max_by_key(|t| {
-            (
-                ["public_security", "tax", "social_insurance"]
-                    .iter()
-                    .filter(|d| t.records.contains_key(**d))
-                    .count(),
-                t.records.len(),
-            )
-        })
-        .expect("a populated seed")
 }
 
 fn view_request(purpose: &str, person: &TruthRecord, consent_id: &str) -> pb::GetWorkerViewRequest {
