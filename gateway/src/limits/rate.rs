@@ -24,6 +24,9 @@ use crate::rpc::error::ApiError;
 /// How long a caller refused for concurrency is told to wait: calls finish in milliseconds.
 pub const CONCURRENCY_RETRY: Duration = Duration::from_millis(100);
 
+/// The least retry delay a rate refusal gives (see where it is used).
+const MIN_RETRY: Duration = Duration::from_millis(1);
+
 type Keyed<C> = RateLimiter<String, DashMapStateStore<String>, C, StateInformationMiddleware>;
 
 /// Which limit refused a call (the `scope` label of `fedx_rate_limited_total`).
@@ -247,7 +250,9 @@ impl<C: Clock + Clone> RateLimits<C> {
                     }
                 }
                 Err(not_until) => {
-                    let wait = not_until.wait_time_from(self.clock.now());
+                    // Read after the refusal, the clock may already be past the earliest allowed
+                    // instant; "retry after 0 s" would invite an immediate retry loop, so at least 1 ms.
+                    let wait = not_until.wait_time_from(self.clock.now()).max(MIN_RETRY);
                     let subject = match scope {
                         Scope::Method => format!("department:{dept}/method:{method}"),
                         _ => format!("department:{dept}"),
