@@ -221,8 +221,31 @@ pub async fn migrate_schema(dept: Department, loc: &SourceLocation) -> Result<()
     let tables = crate::sql_source::tables(dept);
     create_tables(&mut conn, tables).await?;
     create_indexes(&mut conn, tables).await?;
+    if db.backend == Backend::Sqlite {
+        drop_sample_statistics(&mut conn).await?;
+    }
     drop(conn);
     db.pool.close().await;
+    Ok(())
+}
+
+/// Empties SQLite's `sqlite_stat4` (the per-value samples `ANALYZE` gathers when SQLite is built with
+/// STAT4, as the bundled one is), keeping the `sqlite_stat1` summary.
+///
+/// With samples present, SQLite re-plans a prepared statement every time a bound value changes, in case
+/// the value is a skewed one: every source look-up was parsed and planned again, 11 % of the gateway's
+/// CPU in a view (BENCHMARKS.md, *Load*). The request path names its indexes (`INDEXED BY`) and gains
+/// nothing from the samples.
+pub(crate) async fn drop_sample_statistics(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    let has_stat4 = sqlx::query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat4'")
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+    if has_stat4 {
+        conn.execute("DELETE FROM sqlite_stat4").await?;
+        // Reload the statistics so that this connection, too, plans without the samples.
+        conn.execute("ANALYZE sqlite_schema").await?;
+    }
     Ok(())
 }
 
@@ -304,11 +327,11 @@ pub(crate) async fn write_meta(
 }
 
 /// Reads the snapshot time; `None` if never recorded.
-pub(crate) async fn read_as_of(pool: &AnyPool) -> Result<Option<OffsetDateTime>, sqlx::Error> {
-    let row = sqlx::query("SELECT value FROM source_meta WHERE key = 'as_of'").fetch_optional(pool).await?;
-    Ok(row
-        .and_then(|r| r.try_get::<String, _>(0).ok())
-        .and_then(|s| OffsetDateTime::parse(&s, &Rfc3339).ok()))
+pub(crate) async fn read_as_of(
+    reader: &crate::reader::Reader,
+) -> Result<Option<OffsetDateTime>, crate::reader::ReadError> {
+    let row = reader.first("SELECT value FROM source_meta WHERE key = 'as_of'", &[]).await?;
+    Ok(row.and_then(|r| r.text(0)).and_then(|s| OffsetDateTime::parse(&s, &Rfc3339).ok()))
 }
 
 /// Whether `table` already holds a row with these values in `columns` (a unique key). Used by imports to
@@ -432,6 +455,39 @@ fn file_size(p: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `fedx sources migrate` leaves a SQLite source without STAT4 samples (and with its summary
+    /// statistics), whoever ran `ANALYZE` on it before.
+    #[tokio::test]
+    async fn migrate_drops_stat4_samples_and_keeps_the_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = SourceLocation::Sqlite { path: dir.path().join("tax.db") };
+        let dept = Department::Tax;
+        migrate_schema(dept, &loc).await.unwrap();
+        let db = open_for_write(&loc, Access::Write, Duration::from_secs(5)).await.unwrap();
+        let mut conn = db.pool.acquire().await.unwrap();
+        for i in 0..50 {
+            sqlx::query("INSERT INTO taxpayer (taxpayer_no, id_number, name, id_norm, name_norm) VALUES ($1, $2, 'x', $2, 'x')")
+                .bind(format!("T{i}"))
+                .bind(format!("{i:018}"))
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+        conn.execute("ANALYZE").await.unwrap();
+        let count = |table: &'static str| format!("SELECT COUNT(*) FROM {table}");
+        let stat4: i64 = sqlx::query_scalar(&count("sqlite_stat4")).fetch_one(&mut *conn).await.unwrap();
+        assert!(stat4 > 0, "this SQLite gathers STAT4 samples");
+        drop(conn);
+        db.pool.close().await;
+
+        migrate_schema(dept, &loc).await.unwrap();
+        let db = open_for_write(&loc, Access::Write, Duration::from_secs(5)).await.unwrap();
+        let mut conn = db.pool.acquire().await.unwrap();
+        let stat4: i64 = sqlx::query_scalar(&count("sqlite_stat4")).fetch_one(&mut *conn).await.unwrap();
+        let stat1: i64 = sqlx::query_scalar(&count("sqlite_stat1")).fetch_one(&mut *conn).await.unwrap();
+        assert_eq!((stat4, stat1 > 0), (0, true));
+    }
 
     #[test]
     fn schema_names_are_checked() {

@@ -3,8 +3,8 @@
 //! A worker appears here only as a guardian: the guardian's ID is often missing and some guardians are
 //! recorded by phone only, so look-ups go through the `guardian_*` normalised columns.
 
+use crate::reader::{ReadError, Reader};
 use futures::future::BoxFuture;
-use sqlx::AnyPool;
 
 use crate::dept::Department;
 use crate::source::{EnrolmentFact, Fact, FactCategory};
@@ -58,22 +58,22 @@ pub(crate) static SPEC: DeptSpec = DeptSpec {
 };
 
 fn facts<'a>(
-    pool: &'a AnyPool,
+    reader: &'a Reader,
     table: &'a str,
     key: &'a str,
     category: FactCategory,
-) -> BoxFuture<'a, Result<Option<Vec<Fact>>, sqlx::Error>> {
+) -> BoxFuture<'a, Result<Option<Vec<Fact>>, ReadError>> {
     Box::pin(async move {
         if table != "student" || category != FactCategory::Enrolment {
             return Ok(None);
         }
-        let row = sqlx::query(
-            "SELECT student_no, child_name, child_id, school_code, school_name, grade, status, \
+        let row = reader
+            .first(
+                "SELECT student_no, child_name, child_id, school_code, school_name, grade, status, \
              guardian_name, guardian_id, guardian_phone, school_region FROM student WHERE student_no = $1",
-        )
-        .bind(key)
-        .fetch_optional(pool)
-        .await?;
+                &[key],
+            )
+            .await?;
         Ok(row.map(|r| {
             vec![Fact::Enrolment(EnrolmentFact {
                 student_no: row_str(&r, 0).unwrap_or_default(),

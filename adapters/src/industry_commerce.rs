@@ -1,8 +1,8 @@
 //! 市场监管/工商 industry and commerce: enterprises (with their legal representative), individual
 //! businesses (个体工商户, often run by workers) and the abnormal-operation list (经营异常名录).
 
+use crate::reader::{ReadError, Reader};
 use futures::future::BoxFuture;
-use sqlx::AnyPool;
 
 use crate::dept::Department;
 use crate::source::{AbnormalEntry, EnterpriseFact, Fact, FactCategory, IndividualBusinessFact};
@@ -91,13 +91,13 @@ pub(crate) static SPEC: DeptSpec = DeptSpec {
     employer_contributions: None,
 };
 
-async fn abnormal(pool: &AnyPool, usci: &str) -> Result<Vec<AbnormalEntry>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT listed_on, reason, removed_on FROM abnormal_list WHERE usci = $1 ORDER BY listed_on",
-    )
-    .bind(usci)
-    .fetch_all(pool)
-    .await?;
+async fn abnormal(reader: &Reader, usci: &str) -> Result<Vec<AbnormalEntry>, ReadError> {
+    let rows = reader
+        .rows(
+            "SELECT listed_on, reason, removed_on FROM abnormal_list WHERE usci = $1 ORDER BY listed_on",
+            &[usci],
+        )
+        .await?;
     Ok(rows
         .iter()
         .filter_map(|r| {
@@ -111,21 +111,21 @@ async fn abnormal(pool: &AnyPool, usci: &str) -> Result<Vec<AbnormalEntry>, sqlx
 }
 
 fn facts<'a>(
-    pool: &'a AnyPool,
+    reader: &'a Reader,
     table: &'a str,
     key: &'a str,
     category: FactCategory,
-) -> BoxFuture<'a, Result<Option<Vec<Fact>>, sqlx::Error>> {
+) -> BoxFuture<'a, Result<Option<Vec<Fact>>, ReadError>> {
     Box::pin(async move {
         match (table, category) {
             ("enterprise", FactCategory::Enterprise) => {
-                let Some(r) = sqlx::query(
-                    "SELECT usci, name, status, legal_rep_name, region, established_on \
+                let Some(r) = reader
+                    .first(
+                        "SELECT usci, name, status, legal_rep_name, region, established_on \
                      FROM enterprise WHERE usci = $1",
-                )
-                .bind(key)
-                .fetch_optional(pool)
-                .await?
+                        &[key],
+                    )
+                    .await?
                 else {
                     return Ok(None);
                 };
@@ -136,17 +136,17 @@ fn facts<'a>(
                     legal_rep: row_str(&r, 3).unwrap_or_default(),
                     region: row_str(&r, 4).unwrap_or_default(),
                     established: row_date(&r, 5),
-                    abnormal: abnormal(pool, key).await?,
+                    abnormal: abnormal(reader, key).await?,
                 })]))
             }
             ("individual_business", FactCategory::IndividualBusiness) => {
-                let Some(r) = sqlx::query(
-                    "SELECT usci, name, status, operator_name, region, established_on \
+                let Some(r) = reader
+                    .first(
+                        "SELECT usci, name, status, operator_name, region, established_on \
                      FROM individual_business WHERE usci = $1",
-                )
-                .bind(key)
-                .fetch_optional(pool)
-                .await?
+                        &[key],
+                    )
+                    .await?
                 else {
                     return Ok(None);
                 };
@@ -157,7 +157,7 @@ fn facts<'a>(
                     operator_name: row_str(&r, 3).unwrap_or_default(),
                     region: row_str(&r, 4).unwrap_or_default(),
                     established: row_date(&r, 5),
-                    abnormal: abnormal(pool, key).await?,
+                    abnormal: abnormal(reader, key).await?,
                 })]))
             }
             _ => Ok(None),

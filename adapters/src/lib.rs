@@ -14,6 +14,7 @@ pub mod import;
 pub mod industry_commerce;
 mod keys;
 pub mod public_security;
+mod reader;
 pub mod social_insurance;
 pub mod source;
 mod sql_source;

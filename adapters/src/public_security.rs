@@ -3,12 +3,12 @@
 //! The authoritative source for identity: its ID numbers are validated 18-character numbers; other
 //! departments' records are linked to a person by comparing with these.
 
+use crate::reader::{ReadError, Reader};
 use futures::future::BoxFuture;
-use sqlx::AnyPool;
 
 use crate::dept::Department;
 use crate::source::{Fact, FactCategory, IdentityFact, ResidencePermitFact};
-use crate::sql_source::{exists, row_date, row_sex, row_str, CandidateTable, DeptSpec};
+use crate::sql_source::{row_date, row_sex, row_str, CandidateTable, DeptSpec};
 use crate::table::{col, IndexSpec, Kind, PersonKeys, TableSpec};
 
 pub const SEX: &[&str] = &["男", "女"];
@@ -72,24 +72,24 @@ pub(crate) static SPEC: DeptSpec = DeptSpec {
 };
 
 fn facts<'a>(
-    pool: &'a AnyPool,
+    reader: &'a Reader,
     table: &'a str,
     key: &'a str,
     category: FactCategory,
-) -> BoxFuture<'a, Result<Option<Vec<Fact>>, sqlx::Error>> {
+) -> BoxFuture<'a, Result<Option<Vec<Fact>>, ReadError>> {
     Box::pin(async move {
         if table != "person" {
             return Ok(None);
         }
         match category {
             FactCategory::Identity => {
-                let row = sqlx::query(
-                    "SELECT citizen_id, name, sex_norm, birth_norm, ethnicity, hukou_region, \
+                let row = reader
+                    .first(
+                        "SELECT citizen_id, name, sex_norm, birth_norm, ethnicity, hukou_region, \
                      hukou_address FROM person WHERE person_no = $1",
-                )
-                .bind(key)
-                .fetch_optional(pool)
-                .await?;
+                        &[key],
+                    )
+                    .await?;
                 Ok(row.map(|r| {
                     vec![Fact::Identity(IdentityFact {
                         citizen_id: row_str(&r, 0).unwrap_or_default(),
@@ -103,16 +103,18 @@ fn facts<'a>(
                 }))
             }
             FactCategory::ResidencePermit => {
-                if !exists(pool, "SELECT 1 FROM person WHERE person_no = $1", key).await? {
+                // The person row tells whether the record exists; NULL permit columns: no permits.
+                let rows = reader
+                    .rows(
+                        "SELECT r.permit_no, r.city_region, r.valid_from, r.valid_until FROM person p \
+                         LEFT JOIN residence_permit r ON r.person_no = p.person_no \
+                         WHERE p.person_no = $1 ORDER BY r.valid_from",
+                        &[key],
+                    )
+                    .await?;
+                if rows.is_empty() {
                     return Ok(None);
                 }
-                let rows = sqlx::query(
-                    "SELECT permit_no, city_region, valid_from, valid_until FROM residence_permit \
-                     WHERE person_no = $1 ORDER BY valid_from",
-                )
-                .bind(key)
-                .fetch_all(pool)
-                .await?;
                 Ok(Some(
                     rows.iter()
                         .filter_map(|r| {

@@ -4,8 +4,8 @@
 //! Records created before 1999 may still carry the person's legacy 15-digit ID number as the social
 //! security number; those are upgraded to 18 characters in `id_norm` at write time.
 
+use crate::reader::{ReadError, Reader};
 use futures::future::BoxFuture;
-use sqlx::AnyPool;
 
 use crate::dept::Department;
 use crate::source::{ContributionFact, ContributionStatus, EmploymentFact, Fact, FactCategory};
@@ -95,71 +95,70 @@ fn employer_probe_sql(with_months: bool, force_index: bool) -> String {
 /// `arrears`), so "declared" is "arrears or paid". An employer with millions of rows costs the same two
 /// seeks as one with none.
 fn employer_contributions<'a>(
-    pool: &'a AnyPool,
+    reader: &'a Reader,
     usci: &'a str,
     months: Option<(&'a str, &'a str)>,
     force_index: bool,
-) -> BoxFuture<'a, Result<EmployerDeclared, sqlx::Error>> {
+) -> BoxFuture<'a, Result<EmployerDeclared, ReadError>> {
     Box::pin(async move {
         let sql = employer_probe_sql(months.is_some(), force_index);
         let probe = |status: &'static str| {
-            let mut q = sqlx::query(&sql).bind(usci).bind(status);
-            if let Some((from, to)) = months {
-                q = q.bind(from).bind(to);
-            }
-            q.fetch_optional(pool)
+            let args = match months {
+                Some((from, to)) => vec![usci, status, from, to],
+                None => vec![usci, status],
+            };
+            let sql = &sql;
+            async move { reader.exists(sql, &args).await }
         };
-        if probe("arrears").await?.is_some() {
+        if probe("arrears").await? {
             return Ok(EmployerDeclared { declared: true, in_arrears: true });
         }
-        let declared = probe("paid").await?.is_some();
+        let declared = probe("paid").await?;
         Ok(EmployerDeclared { declared, in_arrears: false })
     })
 }
 
 fn facts<'a>(
-    pool: &'a AnyPool,
+    reader: &'a Reader,
     table: &'a str,
     key: &'a str,
     category: FactCategory,
-) -> BoxFuture<'a, Result<Option<Vec<Fact>>, sqlx::Error>> {
+) -> BoxFuture<'a, Result<Option<Vec<Fact>>, ReadError>> {
     Box::pin(async move {
         if table != "insured_person" {
             return Ok(None);
         }
-        // The insuring region belongs to the insured-person record; contributions inherit it.
-        let Some(person) = sqlx::query("SELECT insured_region FROM insured_person WHERE si_no = $1")
-            .bind(key)
-            .fetch_optional(pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let insured_region = row_str(&person, 0);
+        // One statement per category: the person row tells whether the record exists (no row: `None`;
+        // a row with NULL contribution columns: an insured person without contributions) and gives the
+        // insuring region, which contributions inherit.
         match category {
             FactCategory::Contributions => {
-                let rows = sqlx::query(
-                    "SELECT employer_usci, month, insurance_type, base_fen, amount_fen, status \
-                     FROM contribution WHERE si_no = $1 \
-                     ORDER BY month, employer_usci, insurance_type",
-                )
-                .bind(key)
-                .fetch_all(pool)
-                .await?;
+                let rows = reader
+                    .rows(
+                        "SELECT p.insured_region, c.employer_usci, c.month, c.insurance_type, c.base_fen, \
+                         c.amount_fen, c.status FROM insured_person p \
+                         LEFT JOIN contribution c ON c.si_no = p.si_no WHERE p.si_no = $1 \
+                         ORDER BY c.month, c.employer_usci, c.insurance_type",
+                        &[key],
+                    )
+                    .await?;
+                if rows.is_empty() {
+                    return Ok(None);
+                }
                 Ok(Some(
                     rows.iter()
                         .filter_map(|r| {
                             Some(Fact::Contribution(ContributionFact {
-                                employer_usci: row_str(r, 0)?,
-                                month: row_str(r, 1)?,
-                                insurance_type: row_str(r, 2)?,
-                                base_fen: row_int(r, 3)?,
-                                amount_fen: row_int(r, 4)?,
-                                status: match row_str(r, 5)?.as_str() {
+                                employer_usci: row_str(r, 1)?,
+                                month: row_str(r, 2)?,
+                                insurance_type: row_str(r, 3)?,
+                                base_fen: row_int(r, 4)?,
+                                amount_fen: row_int(r, 5)?,
+                                status: match row_str(r, 6)?.as_str() {
                                     "arrears" => ContributionStatus::Arrears,
                                     _ => ContributionStatus::Paid,
                                 },
-                                insured_region: insured_region.clone(),
+                                insured_region: row_str(r, 0),
                             }))
                         })
                         .collect(),
@@ -167,13 +166,17 @@ fn facts<'a>(
             }
             // A month in which an employer declared any contribution is a month of employment.
             FactCategory::Employment => {
-                let rows = sqlx::query(
-                    "SELECT DISTINCT employer_usci, month FROM contribution \
-                     WHERE si_no = $1 ORDER BY month, employer_usci",
-                )
-                .bind(key)
-                .fetch_all(pool)
-                .await?;
+                let rows = reader
+                    .rows(
+                        "SELECT DISTINCT c.employer_usci, c.month FROM insured_person p \
+                         LEFT JOIN contribution c ON c.si_no = p.si_no WHERE p.si_no = $1 \
+                         ORDER BY c.month, c.employer_usci",
+                        &[key],
+                    )
+                    .await?;
+                if rows.is_empty() {
+                    return Ok(None);
+                }
                 Ok(Some(
                     rows.iter()
                         .filter_map(|r| {

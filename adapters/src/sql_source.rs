@@ -4,16 +4,15 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
 use time::{Date, OffsetDateTime};
 
 use crate::db::{self, Access, SourceLocation};
 use crate::dept::Department;
 use crate::ident::citizen_id::Sex;
+use crate::reader::{ReadError, ReadRow, Reader, SqliteReader};
 use crate::source::{
     Candidate, EmployerContributions, Fact, FactCategory, Facts, IdQuality, LookupKey, RecordKey, Source,
     SourceError, MAX_CANDIDATES,
@@ -34,11 +33,11 @@ pub(crate) struct CandidateTable {
 /// Fetches one category of facts for a record: `Ok(None)` when the record does not exist (or the
 /// table/category pair does not apply).
 pub(crate) type FactsFn = for<'a> fn(
-    &'a AnyPool,
+    &'a Reader,
     &'a str,
     &'a str,
     FactCategory,
-) -> BoxFuture<'a, Result<Option<Vec<Fact>>, sqlx::Error>>;
+) -> BoxFuture<'a, Result<Option<Vec<Fact>>, ReadError>>;
 
 /// What an employer declared over a period, as found by a department's [`EmployerFn`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,14 +49,14 @@ pub(crate) struct EmployerDeclared {
 }
 
 /// Answers [`Source::employer_contributions`] for a department that holds employer contributions:
-/// `(pool, usci, months, force_index)`, months already canonical `YYYY-MM`; `force_index` as for the
+/// `(reader, usci, months, force_index)`, months already canonical `YYYY-MM`; `force_index` as for the
 /// candidate look-ups (name the index, on SQLite).
 pub(crate) type EmployerFn = for<'a> fn(
-    &'a AnyPool,
+    &'a Reader,
     &'a str,
     Option<(&'a str, &'a str)>,
     bool,
-) -> BoxFuture<'a, Result<EmployerDeclared, sqlx::Error>>;
+) -> BoxFuture<'a, Result<EmployerDeclared, ReadError>>;
 
 /// Everything department-specific about a source.
 pub(crate) struct DeptSpec {
@@ -138,16 +137,23 @@ impl LookupSql {
 /// A department source on a SQL database.
 pub(crate) struct SqlSource {
     spec: &'static DeptSpec,
-    pool: AnyPool,
+    reader: Reader,
     timeout: Duration,
     lookups: Vec<LookupSql>,
     /// Name indexes in queries (SQLite's `INDEXED BY`): see [`LookupSql::new`].
     force_index: bool,
+    /// The source's snapshot time, as last read, and when (see [`SqlSource::as_of`]).
+    as_of: std::sync::Mutex<Option<(Instant, Option<OffsetDateTime>)>>,
 }
 
-/// Opens a department's source for the request path. The pool connects lazily, so this succeeds even
+/// How long a read snapshot time is reused. It changes only when a department loads new data; reading it
+/// with every fact query was a third of a view's source statements.
+const AS_OF_REUSE: Duration = Duration::from_secs(1);
+
+/// Opens a department's source for the request path. Connections are made lazily, so this succeeds even
 /// when the database is down; every call then reports [`SourceError::Unavailable`] within `timeout`.
-/// Errors here are configuration errors (e.g. an invalid schema name).
+/// Errors here are configuration errors (e.g. an invalid schema name). SQLite files are read in place
+/// (see [`crate::reader`]), PostgreSQL through a pool.
 pub async fn open_source(
     dept: Department,
     location: &SourceLocation,
@@ -156,23 +162,38 @@ pub async fn open_source(
     // Acquiring a connection gets most of the budget; the rest is for the query itself. A pool that
     // cannot connect in time reports PoolTimedOut, which we map to Unavailable.
     let acquire = timeout.mul_f32(0.8).max(Duration::from_millis(1));
-    let db = db::connect_lazy(location, Access::Read, acquire, 8)
-        .map_err(|e| SourceError::Unavailable { dept, reason: e.to_string() })?;
+    let reader = match location {
+        SourceLocation::Sqlite { path } => Reader::Sqlite(SqliteReader::new(dept.code(), path, timeout)),
+        SourceLocation::Postgres { .. } => Reader::Pool(
+            db::connect_lazy(location, Access::Read, acquire, 8)
+                .map_err(|e| SourceError::Unavailable { dept, reason: e.to_string() })?
+                .pool,
+        ),
+    };
     let spec = spec(dept);
     let force_index = matches!(location, SourceLocation::Sqlite { .. });
     Ok(Arc::new(SqlSource {
         spec,
-        pool: db.pool,
+        reader,
         timeout,
         lookups: spec.candidates.iter().map(|c| LookupSql::new(c, force_index)).collect(),
         force_index,
+        as_of: std::sync::Mutex::new(None),
     }))
 }
 
 /// Maps a driver error to a source error without leaking query parameters (sqlx errors never include
 /// bound values; database messages may quote them for constraint violations, which reads never hit).
-fn map_err(dept: Department, e: sqlx::Error) -> SourceError {
+fn map_err(dept: Department, timeout: Duration, e: ReadError) -> SourceError {
     use sqlx::Error as E;
+    let e = match e {
+        ReadError::Pool(e) => e,
+        ReadError::SqliteUnavailable(reason) => return SourceError::Unavailable { dept, reason },
+        ReadError::SqliteTimeout(_) => return SourceError::Timeout { dept, after: timeout },
+        ReadError::Sqlite(code) => {
+            return SourceError::Backend { dept, reason: format!("database error {code}") }
+        }
+    };
     match e {
         E::PoolTimedOut => {
             SourceError::Unavailable { dept, reason: "no database connection within the timeout".into() }
@@ -202,15 +223,15 @@ fn map_err(dept: Department, e: sqlx::Error) -> SourceError {
 
 impl SqlSource {
     /// Runs a database future under the source's timeout.
-    async fn bounded<T>(&self, fut: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, SourceError> {
+    async fn bounded<T>(&self, fut: impl Future<Output = Result<T, ReadError>>) -> Result<T, SourceError> {
         let dept = self.spec.dept;
         match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r.map_err(|e| map_err(dept, e)),
+            Ok(r) => r.map_err(|e| map_err(dept, self.timeout, e)),
             Err(_) => Err(SourceError::Timeout { dept, after: self.timeout }),
         }
     }
 
-    fn to_candidate(&self, table: &str, r: &AnyRow) -> Candidate {
+    fn to_candidate(&self, table: &str, r: &ReadRow) -> Candidate {
         Candidate {
             dept: self.spec.dept,
             record_key: RecordKey::new(table, &row_str(r, 0).unwrap_or_default()),
@@ -224,29 +245,33 @@ impl SqlSource {
         }
     }
 
-    async fn lookup_all(&self, key: &LookupKey) -> Result<Vec<Candidate>, sqlx::Error> {
+    async fn lookup_all(&self, key: &LookupKey) -> Result<Vec<Candidate>, ReadError> {
         let mut out = Vec::new();
+        let birth = match key {
+            LookupKey::NameBirth { birth_date, .. } => birth_date.to_string(),
+            _ => String::new(),
+        };
         for l in &self.lookups {
-            let q = match (key, &l.by_id, &l.by_name_birth, &l.by_phone, &l.by_usci) {
-                (LookupKey::CitizenId(id), Some(sql), ..) => sqlx::query(sql).bind(id.as_str()),
-                (LookupKey::NameBirth { name_norm, birth_date }, _, Some(sql), ..) => {
-                    sqlx::query(sql).bind(name_norm.as_str()).bind(birth_date.to_string())
-                }
-                (LookupKey::Phone(p), _, _, Some(sql), _) => sqlx::query(sql).bind(p.as_str()),
-                (LookupKey::Usci(u), .., Some(sql)) => sqlx::query(sql).bind(u.as_str()),
-                _ => continue,
-            };
-            let rows = q.fetch_all(&self.pool).await?;
+            let (sql, args): (&str, [&str; 2]) =
+                match (key, &l.by_id, &l.by_name_birth, &l.by_phone, &l.by_usci) {
+                    (LookupKey::CitizenId(id), Some(sql), ..) => (sql, [id, ""]),
+                    (LookupKey::NameBirth { name_norm, .. }, _, Some(sql), ..) => (sql, [name_norm, &birth]),
+                    (LookupKey::Phone(p), _, _, Some(sql), _) => (sql, [p, ""]),
+                    (LookupKey::Usci(u), .., Some(sql)) => (sql, [u, ""]),
+                    _ => continue,
+                };
+            let n = if matches!(key, LookupKey::NameBirth { .. }) { 2 } else { 1 };
+            let rows = self.reader.rows(sql, &args[..n]).await?;
             out.extend(rows.iter().map(|r| self.to_candidate(l.table, r)));
         }
         Ok(out)
     }
 
-    async fn name_count(&self, name_norm: &str) -> Result<u64, sqlx::Error> {
+    async fn name_count(&self, name_norm: &str) -> Result<u64, ReadError> {
         let mut n = 0u64;
         for l in &self.lookups {
-            let row = sqlx::query(&l.name_count).bind(name_norm).fetch_one(&self.pool).await?;
-            n += row.try_get::<i64, _>(0)?.max(0) as u64;
+            let row = self.reader.first(&l.name_count, &[name_norm]).await?;
+            n += row.and_then(|r| r.int(0)).unwrap_or(0).max(0) as u64;
         }
         Ok(n)
     }
@@ -258,11 +283,11 @@ impl SqlSource {
         }
         let no_such = || SourceError::NoSuchRecord { dept, key: record_key.clone() };
         let (table, key) = record_key.parts().ok_or_else(no_such)?;
-        let pool = &self.pool;
+        let reader = &self.reader;
         let (items, as_of) = self
             .bounded(async {
-                let items = (self.spec.facts)(pool, table, key, category).await?;
-                let as_of = db::read_as_of(pool).await?;
+                let items = (self.spec.facts)(reader, table, key, category).await?;
+                let as_of = self.as_of().await?;
                 Ok((items, as_of))
             })
             .await?;
@@ -273,6 +298,17 @@ impl SqlSource {
             as_of: as_of.unwrap_or(OffsetDateTime::UNIX_EPOCH),
             items: items.ok_or_else(no_such)?,
         })
+    }
+
+    /// The snapshot time of the source's data, read at most once per [`AS_OF_REUSE`].
+    async fn as_of(&self) -> Result<Option<OffsetDateTime>, ReadError> {
+        let cached = *self.as_of.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, as_of)) = cached.filter(|(read_at, _)| read_at.elapsed() < AS_OF_REUSE) {
+            return Ok(as_of);
+        }
+        let as_of = db::read_as_of(&self.reader).await?;
+        *self.as_of.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), as_of));
+        Ok(as_of)
     }
 
     async fn employer(
@@ -297,7 +333,7 @@ impl SqlSource {
             None => None,
         };
         let months = months.as_ref().map(|(from, to)| (from.as_str(), to.as_str()));
-        let found = self.bounded(query(&self.pool, usci, months, self.force_index)).await?;
+        let found = self.bounded(query(&self.reader, usci, months, self.force_index)).await?;
         Ok(EmployerContributions {
             declared: found.declared,
             in_arrears: found.in_arrears,
@@ -347,7 +383,7 @@ impl Source for SqlSource {
     fn health(&self) -> BoxFuture<'_, Result<(), SourceError>> {
         Box::pin(async move {
             self.bounded(async {
-                sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+                self.reader.first("SELECT 1", &[]).await?;
                 Ok(())
             })
             .await
@@ -355,25 +391,20 @@ impl Source for SqlSource {
     }
 }
 
-/// `true` if the query (with one bound key) returns a row.
-pub(crate) async fn exists(pool: &AnyPool, sql: &str, key: &str) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query(sql).bind(key).fetch_optional(pool).await?.is_some())
+pub(crate) fn row_str(r: &ReadRow, i: usize) -> Option<String> {
+    r.text(i)
 }
 
-pub(crate) fn row_str(r: &AnyRow, i: usize) -> Option<String> {
-    r.try_get::<Option<String>, _>(i).ok().flatten()
+pub(crate) fn row_int(r: &ReadRow, i: usize) -> Option<i64> {
+    r.int(i)
 }
 
-pub(crate) fn row_int(r: &AnyRow, i: usize) -> Option<i64> {
-    r.try_get::<Option<i64>, _>(i).ok().flatten()
-}
-
-pub(crate) fn row_date(r: &AnyRow, i: usize) -> Option<Date> {
+pub(crate) fn row_date(r: &ReadRow, i: usize) -> Option<Date> {
     let s = row_str(r, i)?;
     Date::parse(&s, time::macros::format_description!("[year]-[month]-[day]")).ok()
 }
 
-pub(crate) fn row_sex(r: &AnyRow, i: usize) -> Option<Sex> {
+pub(crate) fn row_sex(r: &ReadRow, i: usize) -> Option<Sex> {
     match row_str(r, i)?.as_str() {
         "M" => Some(Sex::Male),
         "F" => Some(Sex::Female),

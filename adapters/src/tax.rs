@@ -4,12 +4,12 @@
 //! Employers register their employees; a mistyped ID number creates a second taxpayer record for the
 //! same person, which is why a person can have several taxpayer records here.
 
+use crate::reader::{ReadError, Reader};
 use futures::future::BoxFuture;
-use sqlx::AnyPool;
 
 use crate::dept::Department;
 use crate::source::{EmploymentFact, Fact, FactCategory};
-use crate::sql_source::{exists, row_int, row_str, CandidateTable, DeptSpec};
+use crate::sql_source::{row_int, row_str, CandidateTable, DeptSpec};
 use crate::table::{col, IndexSpec, Kind, PersonKeys, TableSpec};
 
 /// Natural-person taxpayer registry (自然人纳税人).
@@ -69,25 +69,27 @@ pub(crate) static SPEC: DeptSpec = DeptSpec {
 };
 
 fn facts<'a>(
-    pool: &'a AnyPool,
+    reader: &'a Reader,
     table: &'a str,
     key: &'a str,
     category: FactCategory,
-) -> BoxFuture<'a, Result<Option<Vec<Fact>>, sqlx::Error>> {
+) -> BoxFuture<'a, Result<Option<Vec<Fact>>, ReadError>> {
     Box::pin(async move {
         if table != "taxpayer" || category != FactCategory::Employment {
             return Ok(None);
         }
-        if !exists(pool, "SELECT 1 FROM taxpayer WHERE taxpayer_no = $1", key).await? {
+        // The taxpayer row tells whether the record exists; NULL withholding columns: no declarations.
+        let rows = reader
+            .rows(
+                "SELECT w.employer_usci, w.month, w.income_fen, w.tax_fen FROM taxpayer t \
+                 LEFT JOIN withholding w ON w.taxpayer_no = t.taxpayer_no WHERE t.taxpayer_no = $1 \
+                 ORDER BY w.month, w.employer_usci",
+                &[key],
+            )
+            .await?;
+        if rows.is_empty() {
             return Ok(None);
         }
-        let rows = sqlx::query(
-            "SELECT employer_usci, month, income_fen, tax_fen FROM withholding \
-             WHERE taxpayer_no = $1 ORDER BY month, employer_usci",
-        )
-        .bind(key)
-        .fetch_all(pool)
-        .await?;
         Ok(Some(
             rows.iter()
                 .filter_map(|r| {

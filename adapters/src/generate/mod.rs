@@ -256,6 +256,7 @@ async fn write_dept(
         // Gather planner statistics, fold the WAL back into the main file so the reported size is
         // the real one, and restore normal durability for anyone reusing this connection.
         conn.execute("ANALYZE").await.map_err(wrap)?;
+        db::drop_sample_statistics(&mut conn).await.map_err(wrap)?;
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").await.map_err(wrap)?;
         conn.execute("PRAGMA synchronous = NORMAL").await.map_err(wrap)?;
     } else {

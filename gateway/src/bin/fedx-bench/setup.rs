@@ -53,6 +53,8 @@ pub fn sqlite_sources_ready(data: &Path, want: Seeded) -> bool {
 pub fn sqlite_sources(fedx: &Fedx, data: &Path, want: Seeded, reseed: bool) -> anyhow::Result<SourcesReport> {
     let location = data.join("sources").display().to_string();
     if !reseed && sqlite_sources_ready(data, want) {
+        // Data seeded by an older build gets what `fedx serve` would expect of it (indexes, statistics).
+        fedx.ok(&["sources", "migrate"])?;
         return Ok(SourcesReport { location, reused: true, seed_seconds: None });
     }
     let _ = std::fs::remove_file(data.join("seeded.json"));
