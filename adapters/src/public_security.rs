@@ -104,17 +104,17 @@ fn facts<'a>(
             }
             FactCategory::ResidencePermit => {
                 // The person row tells whether the record exists; NULL permit columns: no permits.
-                let rows = reader
-                    .rows(
+                let Some(rows) = reader
+                    .rows_of_record(
                         "SELECT r.permit_no, r.city_region, r.valid_from, r.valid_until FROM person p \
                          LEFT JOIN residence_permit r ON r.person_no = p.person_no \
                          WHERE p.person_no = $1 ORDER BY r.valid_from",
-                        &[key],
+                        key,
                     )
-                    .await?;
-                if rows.is_empty() {
+                    .await?
+                else {
                     return Ok(None);
-                }
+                };
                 Ok(Some(
                     rows.iter()
                         .filter_map(|r| {

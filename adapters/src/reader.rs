@@ -123,11 +123,7 @@ impl Reader {
     pub async fn rows(&self, sql: &str, args: &[&str]) -> Result<Vec<ReadRow>, ReadError> {
         match self {
             Reader::Pool(pool) => {
-                let mut q = sqlx::query(sql);
-                for a in args {
-                    q = q.bind(*a);
-                }
-                Ok(q.fetch_all(pool).await?.iter().map(ReadRow::from_any).collect())
+                Ok(bound(sql, args).fetch_all(pool).await?.iter().map(ReadRow::from_any).collect())
             }
             Reader::Sqlite(s) => s.rows(sql, args, usize::MAX),
         }
@@ -137,20 +133,32 @@ impl Reader {
     pub async fn first(&self, sql: &str, args: &[&str]) -> Result<Option<ReadRow>, ReadError> {
         match self {
             Reader::Pool(pool) => {
-                let mut q = sqlx::query(sql);
-                for a in args {
-                    q = q.bind(*a);
-                }
-                Ok(q.fetch_optional(pool).await?.as_ref().map(ReadRow::from_any))
+                Ok(bound(sql, args).fetch_optional(pool).await?.as_ref().map(ReadRow::from_any))
             }
             Reader::Sqlite(s) => Ok(s.rows(sql, args, 1)?.pop()),
         }
+    }
+
+    /// The rows of one record's category, read as a `LEFT JOIN` from the record (bound to `$1`): `None`
+    /// if the record does not exist; otherwise its rows, where a single row of NULL joined columns means
+    /// a record with nothing in that category. One statement answers both questions.
+    pub async fn rows_of_record(&self, sql: &str, record: &str) -> Result<Option<Vec<ReadRow>>, ReadError> {
+        let rows = self.rows(sql, &[record]).await?;
+        Ok((!rows.is_empty()).then_some(rows))
     }
 
     /// Whether `sql` returns a row.
     pub async fn exists(&self, sql: &str, args: &[&str]) -> Result<bool, ReadError> {
         Ok(self.first(sql, args).await?.is_some())
     }
+}
+
+/// `sql` with text parameters bound in order, for the sqlx pool.
+fn bound<'q>(
+    sql: &'q str,
+    args: &[&'q str],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    args.iter().fold(sqlx::query(sql), |q, a| q.bind(*a))
 }
 
 /// Read-only rusqlite connections on one SQLite file, used in place (see the module doc).

@@ -133,18 +133,18 @@ fn facts<'a>(
         // insuring region, which contributions inherit.
         match category {
             FactCategory::Contributions => {
-                let rows = reader
-                    .rows(
+                let Some(rows) = reader
+                    .rows_of_record(
                         "SELECT p.insured_region, c.employer_usci, c.month, c.insurance_type, c.base_fen, \
                          c.amount_fen, c.status FROM insured_person p \
                          LEFT JOIN contribution c ON c.si_no = p.si_no WHERE p.si_no = $1 \
                          ORDER BY c.month, c.employer_usci, c.insurance_type",
-                        &[key],
+                        key,
                     )
-                    .await?;
-                if rows.is_empty() {
+                    .await?
+                else {
                     return Ok(None);
-                }
+                };
                 Ok(Some(
                     rows.iter()
                         .filter_map(|r| {
@@ -166,17 +166,17 @@ fn facts<'a>(
             }
             // A month in which an employer declared any contribution is a month of employment.
             FactCategory::Employment => {
-                let rows = reader
-                    .rows(
+                let Some(rows) = reader
+                    .rows_of_record(
                         "SELECT DISTINCT c.employer_usci, c.month FROM insured_person p \
                          LEFT JOIN contribution c ON c.si_no = p.si_no WHERE p.si_no = $1 \
                          ORDER BY c.month, c.employer_usci",
-                        &[key],
+                        key,
                     )
-                    .await?;
-                if rows.is_empty() {
+                    .await?
+                else {
                     return Ok(None);
-                }
+                };
                 Ok(Some(
                     rows.iter()
                         .filter_map(|r| {

@@ -79,17 +79,17 @@ fn facts<'a>(
             return Ok(None);
         }
         // The taxpayer row tells whether the record exists; NULL withholding columns: no declarations.
-        let rows = reader
-            .rows(
+        let Some(rows) = reader
+            .rows_of_record(
                 "SELECT w.employer_usci, w.month, w.income_fen, w.tax_fen FROM taxpayer t \
                  LEFT JOIN withholding w ON w.taxpayer_no = t.taxpayer_no WHERE t.taxpayer_no = $1 \
                  ORDER BY w.month, w.employer_usci",
-                &[key],
+                key,
             )
-            .await?;
-        if rows.is_empty() {
+            .await?
+        else {
             return Ok(None);
-        }
+        };
         Ok(Some(
             rows.iter()
                 .filter_map(|r| {
