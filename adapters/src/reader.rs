@@ -18,8 +18,8 @@
 //! Both paths return the same [`ReadRow`]s, so the department modules write each query once.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::types::ValueRef;
@@ -167,8 +167,18 @@ pub(crate) struct SqliteReader {
     dept: &'static str,
     path: PathBuf,
     timeout: Duration,
-    idle: Mutex<Vec<rusqlite::Connection>>,
+    /// Origin of the connections' deadlines (nanoseconds since it).
+    epoch: Instant,
+    idle: Mutex<Vec<ReadConnection>>,
     warned_samples: AtomicBool,
+}
+
+/// A connection and the deadline its progress handler enforces. The handler is installed once, at
+/// connect; each statement only stores its deadline, so the hot path allocates no closure.
+struct ReadConnection {
+    conn: rusqlite::Connection,
+    /// Nanoseconds since [`SqliteReader::epoch`].
+    deadline: Arc<AtomicU64>,
 }
 
 impl SqliteReader {
@@ -179,12 +189,13 @@ impl SqliteReader {
             dept,
             path: path.to_owned(),
             timeout,
+            epoch: Instant::now(),
             idle: Mutex::new(Vec::new()),
             warned_samples: AtomicBool::new(false),
         }
     }
 
-    fn connect(&self) -> Result<rusqlite::Connection, ReadError> {
+    fn connect(&self) -> Result<ReadConnection, ReadError> {
         // Read-write without create, as the sqlx pool's `mode=rw`: a reader of a WAL database needs
         // its shared-memory file, and a missing database must be reported, not created empty.
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -202,7 +213,13 @@ impl SqliteReader {
                  `fedx sources migrate` removes them"
             );
         }
-        Ok(conn)
+        let deadline = Arc::new(AtomicU64::new(u64::MAX));
+        let (watched, epoch) = (Arc::clone(&deadline), self.epoch);
+        conn.progress_handler(
+            PROGRESS_OPS,
+            Some(move || nanos_since(epoch) > watched.load(Ordering::Relaxed)),
+        );
+        Ok(ReadConnection { conn, deadline })
     }
 
     /// Runs one statement to completion (at most `limit` rows) on a pooled connection, interrupting it
@@ -213,10 +230,9 @@ impl SqliteReader {
             Some(c) => c,
             None => self.connect()?,
         };
-        let deadline = Instant::now() + self.timeout;
-        conn.progress_handler(PROGRESS_OPS, Some(move || Instant::now() > deadline));
-        let result = run(&conn, sql, args, limit);
-        conn.progress_handler(PROGRESS_OPS, None::<fn() -> bool>);
+        let timeout = u64::try_from(self.timeout.as_nanos()).unwrap_or(u64::MAX);
+        conn.deadline.store(nanos_since(self.epoch).saturating_add(timeout), Ordering::Relaxed);
+        let result = run(&conn.conn, sql, args, limit);
         match result {
             Ok(rows) => {
                 let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -232,6 +248,10 @@ impl SqliteReader {
             }),
         }
     }
+}
+
+fn nanos_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Whether `sqlite_stat4` holds samples (see `db::drop_sample_statistics`).

@@ -184,12 +184,12 @@ pub async fn open_source(
 
 /// Maps a driver error to a source error without leaking query parameters (sqlx errors never include
 /// bound values; database messages may quote them for constraint violations, which reads never hit).
-fn map_err(dept: Department, timeout: Duration, e: ReadError) -> SourceError {
+fn map_err(dept: Department, e: ReadError) -> SourceError {
     use sqlx::Error as E;
     let e = match e {
         ReadError::Pool(e) => e,
         ReadError::SqliteUnavailable(reason) => return SourceError::Unavailable { dept, reason },
-        ReadError::SqliteTimeout(_) => return SourceError::Timeout { dept, after: timeout },
+        ReadError::SqliteTimeout(after) => return SourceError::Timeout { dept, after },
         ReadError::Sqlite(code) => {
             return SourceError::Backend { dept, reason: format!("database error {code}") }
         }
@@ -226,7 +226,7 @@ impl SqlSource {
     async fn bounded<T>(&self, fut: impl Future<Output = Result<T, ReadError>>) -> Result<T, SourceError> {
         let dept = self.spec.dept;
         match tokio::time::timeout(self.timeout, fut).await {
-            Ok(r) => r.map_err(|e| map_err(dept, self.timeout, e)),
+            Ok(r) => r.map_err(|e| map_err(dept, e)),
             Err(_) => Err(SourceError::Timeout { dept, after: self.timeout }),
         }
     }
